@@ -1,0 +1,96 @@
+"""The ``brainalign`` command.
+
+``brainalign fit`` and ``brainalign validate`` are LightningCLI (typed signatures, ``--config``
+files merged in order, ``--print_config``, the resolved config saved next to the logs). The
+other subcommands work offline::
+
+    brainalign fit --config configs/experiments/smoke.yaml
+    brainalign shards IMAGE_DIR OUT_DIR
+    brainalign simulate --out data/simulated
+    brainalign probe --model runs/demo/exports/step_0000100 --brain data/simulated/fmri --out out/
+    brainalign chronology runs/demo
+    brainalign demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate")
+
+
+def run_lightning(args: Sequence[str]) -> None:
+    """Run LightningCLI on the DINOv3 module and the SSL data module."""
+    from lightning.pytorch.cli import LightningCLI
+
+    from brainalign.train.data import SSLDataModule
+    from brainalign.train.module import DINOv3Module
+
+    LightningCLI(
+        DINOv3Module,
+        SSLDataModule,
+        args=list(args),
+        save_config_kwargs={"overwrite": True},
+        seed_everything_default=0,
+        auto_configure_optimizers=False,
+    )
+
+
+def _add_shards(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Namespace], None]:
+    parser = subparsers.add_parser("shards", help="write webdataset shards from an image folder")
+    parser.add_argument("image_dir", help="folder of images (searched recursively)")
+    parser.add_argument("out_dir", help="folder to write shard-NNNNNN.tar files into")
+    parser.add_argument("--max-count", type=int, default=1000, help="images per shard")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing shards")
+
+    def run(ns: argparse.Namespace) -> None:
+        from pathlib import Path
+
+        from brainalign.train.shards import write_image_shards
+
+        paths = write_image_shards(
+            Path(ns.image_dir), Path(ns.out_dir), max_count=ns.max_count, overwrite=ns.overwrite
+        )
+        print(f"wrote {len(paths)} shards to {ns.out_dir}")
+
+    return run
+
+
+#: name -> function adding the subcommand's parser and returning its runner.
+OFFLINE_SUBCOMMANDS: dict[str, Callable] = {"shards": _add_shards}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
+    parser = argparse.ArgumentParser(
+        prog="brainalign",
+        description="Train DINOv3-style ViTs and record when they align with fMRI and MEG.",
+        epilog="fit and validate are LightningCLI: run `brainalign fit --help`.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in LIGHTNING_SUBCOMMANDS:
+        subparsers.add_parser(name, help=f"LightningCLI {name} (see `brainalign {name} --help`)")
+    runners = {name: add(subparsers) for name, add in OFFLINE_SUBCOMMANDS.items()}
+    return parser, runners
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``brainalign`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in LIGHTNING_SUBCOMMANDS:
+        run_lightning(args)
+        return
+    parser, runners = build_parser()
+    namespace = parser.parse_args(args)
+    if namespace.command is None:
+        parser.print_help()
+        raise SystemExit(2)
+    try:
+        runners[namespace.command](namespace)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        parser.exit(2, f"brainalign {namespace.command}: error: {error}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""DINOv3-style self-supervised training: LightningModule, losses, heads, data, schedules."""
