@@ -36,7 +36,11 @@ def test_forward_layers_matches_timm_forward_intermediates(tiny_backbone):
     images = torch.randn(2, 3, 32, 32)
     ours = tiny_backbone.forward_layers(images, [0, 2], norm=True)
     theirs = tiny_backbone.vit.forward_intermediates(
-        images, indices=[0, 2], norm=True, output_fmt="NLC", intermediates_only=True,
+        images,
+        indices=[0, 2],
+        norm=True,
+        output_fmt="NLC",
+        intermediates_only=True,
         return_prefix_tokens=True,
     )
     for mine, (patches, prefix) in zip(ours, theirs):

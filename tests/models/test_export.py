@@ -22,7 +22,9 @@ def test_export_round_trip(tmp_path, tiny_backbone):
 def test_export_from_another_architecture_is_a_clear_error(tmp_path, tiny_backbone):
     folder = save_teacher_export(tiny_backbone, tmp_path / "export", {"step": 0})
     other = create_backbone("vit_small_test")
-    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, folder / "model.safetensors")
+    save_file(
+        {k: v.contiguous() for k, v in other.state_dict().items()}, folder / "model.safetensors"
+    )
     with pytest.raises(ValueError, match="do not fit.*different model size"):
         load_teacher_export(folder)
 

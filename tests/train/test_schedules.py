@@ -46,7 +46,9 @@ def test_head_output_and_normalised_bottleneck():
 def test_parameter_groups_layerwise_decay_and_no_decay(tiny_backbone):
     head = DINOHead(64, 10, hidden_dim=16, bottleneck_dim=8)
     groups = parameter_groups(
-        [("backbone", tiny_backbone), ("dino_head", head)], depth=4, layerwise_decay=0.5,
+        [("backbone", tiny_backbone), ("dino_head", head)],
+        depth=4,
+        layerwise_decay=0.5,
         patch_embed_lr_mult=0.2,
     )
     by_name = {name: group for group in groups for name in group["names"]}

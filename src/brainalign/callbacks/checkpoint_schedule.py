@@ -45,7 +45,7 @@ def log_spaced_steps(max_steps: int, n_points: int, *, include_zero: bool = True
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     if n_points < 1:
         raise ValueError(f"n_points must be >= 1, got {n_points}")
-    steps = {int(round(s)) for s in np.geomspace(1, max_steps, n_points)}
+    steps = {round(s) for s in np.geomspace(1, max_steps, n_points)}
     steps.add(max_steps)
     if include_zero:
         steps.add(0)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import timm
-from timm.layers import DropPath
 import torch
+from timm.layers import DropPath
 from torch import Tensor, nn
 
 from brainalign.models import registry as _registry  # noqa: F401  (registers the test sizes)

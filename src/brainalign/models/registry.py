@@ -13,8 +13,8 @@ from typing import Any
 
 from timm.layers import LayerNorm
 from timm.models import register_model
-from timm.models.eva import Eva, checkpoint_filter_fn
 from timm.models._builder import build_model_with_cfg
+from timm.models.eva import Eva, checkpoint_filter_fn
 
 _DINOV3_COMMON: dict[str, Any] = dict(
     dynamic_img_size=True,
@@ -40,7 +40,10 @@ def _create(variant: str, model_args: dict[str, Any], **kwargs: Any) -> Eva:
         variant,
         pretrained=False,
         pretrained_filter_fn=checkpoint_filter_fn,
-        pretrained_cfg={"num_classes": 0, "input_size": (3, model_args["img_size"], model_args["img_size"])},
+        pretrained_cfg={
+            "num_classes": 0,
+            "input_size": (3, model_args["img_size"], model_args["img_size"]),
+        },
         **model_args,
     )
 

@@ -207,7 +207,10 @@ class DINOv3Module(L.LightningModule):
                 bottleneck_dim=config.bottleneck_dim,
                 n_layers=config.n_layers,
             )
-            for key, config in (("dino_head", self.dino_head_config), ("ibot_head", self.ibot_head_config))
+            for key, config in (
+                ("dino_head", self.dino_head_config),
+                ("ibot_head", self.ibot_head_config),
+            )
         }
         return nn.ModuleDict({"backbone": backbone, **heads})
 
@@ -293,11 +296,15 @@ class DINOv3Module(L.LightningModule):
             "gram_weight": self.gram_config.weight(step, total),
         }
 
-    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> None:
         values = self._scheduled(self.global_step)
         frozen = self.global_step < self.optim_config.freeze_last_layer_fraction * self.total_steps
         for group in optimizer.param_groups:
-            group["lr"] = 0.0 if (frozen and group["is_last_layer"]) else values["lr"] * group["lr_mult"]
+            group["lr"] = (
+                0.0 if (frozen and group["is_last_layer"]) else values["lr"] * group["lr_mult"]
+            )
             group["weight_decay"] = values["weight_decay"] * group["wd_mult"]
         optimizer.step(closure=optimizer_closure)
         self._update_teacher(values["teacher_momentum"])
@@ -321,13 +328,15 @@ class DINOv3Module(L.LightningModule):
         if self.gram_teacher is None:
             return
         step = self.global_step  # already incremented for the step just taken
-        start = int(math.ceil(self.gram_config.start_fraction * self.total_steps))
+        start = math.ceil(self.gram_config.start_fraction * self.total_steps)
         since_start = step - start
         if since_start >= 0 and since_start % max(self.gram_config.refresh_every_steps, 1) == 0:
             self.gram_teacher.load_state_dict(self.teacher_backbone.state_dict())
 
     # ------------------------------------------------------------------ the objective
-    def _masks(self, n_images: int, grid: tuple[int, int], step: int, device: torch.device) -> Tensor:
+    def _masks(
+        self, n_images: int, grid: tuple[int, int], step: int, device: torch.device
+    ) -> Tensor:
         rank = self.global_rank if self._trainer is not None else 0
         seed = int(np.random.SeedSequence([self.seed, step, rank]).generate_state(1)[0])
         generator = torch.Generator().manual_seed(seed)
@@ -411,7 +420,9 @@ class DINOv3Module(L.LightningModule):
             total = total + values["gram_weight"] * gram
             parts["loss_gram"] = gram
         parts["loss"] = total
-        parts.update(self._diagnostics(teacher_cls_logits, teacher_cls_probs, student_out.cls, values))
+        parts.update(
+            self._diagnostics(teacher_cls_logits, teacher_cls_probs, student_out.cls, values)
+        )
         return total, parts
 
     @torch.no_grad()
@@ -429,6 +440,16 @@ class DINOv3Module(L.LightningModule):
             "prototype_usage": torch.tensor(usage, device=teacher_logits.device),
             "cls_std": normalised.std(dim=0).mean(),
         }
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Seed the step's randomness (drop path, RoPE augmentation) from (seed, step, rank).
+
+        Lightning checkpoints do not carry the global RNG state; seeding every step from its
+        index makes a resumed run draw exactly what the uninterrupted run drew.
+        """
+        micro_batch = batch_idx % max(int(self.trainer.accumulate_grad_batches), 1)
+        state = np.random.SeedSequence([self.seed, self.global_step, micro_batch, self.global_rank])
+        torch.manual_seed(int(state.generate_state(1)[0]))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         batch_size = batch["global_crops"].shape[1]

@@ -1,0 +1,588 @@
+"""Cross-validated ridge encoding with a per-target ridge penalty.
+
+One call fits, for every target at once, the model of Study A (PAPERS.md): ``n_folds`` outer
+train/test splits; on each training part a ridge penalty is chosen per target among ``alphas``;
+the held-out score is the Pearson R between prediction and data, averaged over folds.
+
+How it is computed (one SVD per fold serves every alpha and every target):
+
+- the training part of X and of Y is centred (this is the intercept); ``Xc = U diag(s) V^T``;
+- ``inner="loo"``: efficient leave-one-out, the same closed form as scikit-learn's
+  ``RidgeCV(alphas, alpha_per_target=True)`` (``fit_intercept=True``, default GCV mode). With
+  ``g = s**2 / (s**2 + alpha)`` and ``Z = U^T Yc``, the LOO residual of sample i is
+  ``(Yc - U diag(g) Z)_i / (1 - sum_k g_k U_ik**2 - 1 / n_train)``; the ``1 / n_train`` term is
+  the leverage of the intercept. Per target the alpha with the smallest mean squared LOO
+  residual wins (first alpha in the given order on ties, as in scikit-learn);
+- ``inner=K``: K contiguous inner folds of the training part (GroupKFold when ``groups`` is
+  given), each with its own centring and SVD; per target the alpha with the smallest validation
+  mean squared error averaged over inner folds wins (first on ties). This is the criterion of
+  himalaya's ``solve_ridge_cv_svd`` (``l2_neg_loss``, ``local_alpha=True``);
+- the held-out prediction uses the chosen alpha: ``(Xtest - mean) V diag(s / (s**2 + a_t)) Z``
+  (plus the training mean of Y, which is not added since Pearson R ignores it).
+
+The SVDs (from the eigendecomposition of the smaller Gram matrix) are computed in float64, the
+large matrix products in the working dtype (float32 by default on torch). Targets are processed
+in batches to bound memory.
+
+Targets that are constant (on a training or test part) get R = NaN; callers drop them
+(:func:`brainalign.probe.scores.encoding_score` ignores NaN).
+
+Benchmark against the plain scikit-learn loop: ``python benchmarks/ridge_vs_sklearn.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from sklearn.model_selection import GroupKFold, KFold
+from threadpoolctl import threadpool_limits
+
+from brainalign.probe.scores import pearson_r
+
+__all__ = ["DEFAULT_ALPHAS", "EncodingResult", "fit_encoding", "fit_mapping", "outer_splits"]
+
+DEFAULT_ALPHAS = np.logspace(0, 8, 10)
+"""Ten log-spaced ridge penalties from 1e0 to 1e8 (Study A)."""
+
+Backend = Literal["auto", "numpy", "torch", "torch_cuda"]
+DType = Literal["float32", "float64"]
+_SINGLE_THREAD_EIGH_SIZE = 1024  # Gram matrices up to this size use one BLAS thread on CPU
+_AUTO_BATCH_ELEMENTS = 2**22  # one (n_stimuli, batch) float32 working array is about 16 MiB
+
+
+@dataclass(frozen=True)
+class EncodingResult:
+    """Held-out encoding performance of a cross-validated ridge mapping.
+
+    Attributes
+    ----------
+    r : ndarray of shape (n_targets,)
+        Pearson R between prediction and held-out data, averaged over outer folds (NaN for a
+        target that is constant on any training or test part).
+    r_per_fold : ndarray of shape (n_folds, n_targets)
+        The same per outer fold.
+    alphas : ndarray of shape (n_folds, n_targets)
+        Ridge penalty chosen per target inside each outer training part.
+    test_indices : tuple of n_folds ndarrays
+        Stimulus rows held out in each outer fold.
+    direction : {"encoding", "decoding"}
+        "encoding": features -> brain, targets are brain targets; "decoding": brain ->
+        features, targets are feature dimensions.
+    """
+
+    r: np.ndarray
+    r_per_fold: np.ndarray
+    alphas: np.ndarray
+    test_indices: tuple[np.ndarray, ...]
+    direction: str = "encoding"
+
+
+@dataclass(frozen=True)
+class _Ops:
+    """The few array operations the solver needs, for numpy or torch."""
+
+    kind: Literal["numpy", "torch"]
+    dtype: Any
+    device: Any = None
+
+    def work(self, array: Any) -> Any:
+        """Copy or cast into the working dtype and device."""
+        if self.kind == "numpy":
+            return np.asarray(array, dtype=self.dtype)
+        import torch
+
+        if isinstance(array, torch.Tensor):
+            return array.to(device=self.device, dtype=self.dtype)
+        return torch.as_tensor(np.asarray(array), dtype=self.dtype, device=self.device)
+
+    def float64(self, array: np.ndarray) -> Any:
+        if self.kind == "numpy":
+            return np.asarray(array, dtype=np.float64)
+        import torch
+
+        return torch.as_tensor(np.asarray(array), dtype=torch.float64, device=self.device)
+
+    def for_decomposition(self) -> _Ops:
+        """Float64 operations for the small decompositions: torch on CUDA, else numpy.
+
+        On CPU numpy's LAPACK is used even for the torch backend: torch's CPU ``eigh`` was
+        measured 10-50x slower than numpy's on a busy two-core machine.
+        """
+        if self.kind == "torch" and self.device.type == "cuda":
+            import torch
+
+            return _Ops("torch", torch.float64, self.device)
+        return _Ops("numpy", np.dtype(np.float64))
+
+    def indices(self, index: np.ndarray) -> Any:
+        if self.kind == "numpy":
+            return index
+        import torch
+
+        return torch.as_tensor(index, dtype=torch.long, device=self.device)
+
+    def eigh(self, matrix: Any) -> tuple[Any, Any]:
+        if self.kind == "numpy":
+            return np.linalg.eigh(matrix)
+        import torch
+
+        return torch.linalg.eigh(matrix)
+
+    def sqrt(self, array: Any) -> Any:
+        if self.kind == "numpy":
+            return np.sqrt(array)
+        import torch
+
+        return torch.sqrt(array)
+
+    def empty(self, shape: tuple[int, ...]) -> Any:
+        if self.kind == "numpy":
+            return np.empty(shape, dtype=self.dtype)
+        import torch
+
+        return torch.empty(shape, dtype=self.dtype, device=self.device)
+
+    def minus_product(self, base: Any, left: Any, right: Any) -> Any:
+        """``base - left @ right`` in one new array."""
+        if self.kind == "numpy":
+            product = left @ right
+            np.subtract(base, product, out=product)
+            return product
+        import torch
+
+        return torch.addmm(base, left, right, alpha=-1.0)
+
+    def column_sum_of_squares(self, matrix: Any) -> Any:
+        if self.kind == "numpy":
+            return np.einsum("ij,ij->j", matrix, matrix)
+        import torch
+
+        return torch.linalg.vector_norm(matrix, dim=0).square_()
+
+    def numpy(self, array: Any) -> np.ndarray:
+        if self.kind == "numpy":
+            return np.asarray(array)
+        return array.detach().cpu().numpy()
+
+
+def _resolve_ops(backend: Backend, dtype: DType | None) -> _Ops:
+    if dtype not in (None, "float32", "float64"):
+        raise ValueError(f"dtype must be 'float32', 'float64' or None, got {dtype!r}")
+    if backend == "numpy":
+        return _Ops("numpy", np.dtype(dtype or "float64"))
+    if backend not in ("auto", "torch", "torch_cuda"):
+        raise ValueError(
+            f"backend must be one of 'auto', 'numpy', 'torch', 'torch_cuda', got {backend!r}"
+        )
+    import torch
+
+    torch_dtype = torch.float64 if dtype == "float64" else torch.float32
+    cuda = torch.cuda.is_available()
+    if backend == "torch_cuda" and not cuda:
+        raise ValueError("backend='torch_cuda' asked for but no CUDA device is available")
+    use_cuda = backend == "torch_cuda" or (backend == "auto" and cuda)
+    return _Ops("torch", torch_dtype, torch.device("cuda" if use_cuda else "cpu"))
+
+
+def _check_finite(array: np.ndarray, name: str) -> None:
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    bad_rows, bad_columns = np.nonzero(~finite)
+    n_nan = int(np.isnan(array).sum())
+    n_inf = int((~finite).sum()) - n_nan
+    raise ValueError(
+        f"{name} has {n_nan} NaN and {n_inf} infinite value(s) in {np.unique(bad_rows).size} "
+        f"row(s) and {np.unique(bad_columns).size} column(s) (first at row {bad_rows[0]}, "
+        f"column {bad_columns[0]}); drop or impute those stimuli or columns before fitting"
+    )
+
+
+def _check_inputs(
+    X: Any, Y: Any, alphas: Any, n_folds: int, inner: int | str, groups: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    X = np.asarray(X)
+    Y = np.asarray(Y)
+    if X.ndim != 2:
+        raise ValueError(f"X must have shape (n_stimuli, n_features), got shape {X.shape}")
+    if Y.ndim != 2:
+        raise ValueError(
+            f"Y must have shape (n_stimuli, n_targets), got shape {Y.shape}; reshape it, e.g. "
+            "MEG (n_stimuli, n_channels, n_times) with Y.reshape(len(Y), -1)"
+        )
+    if 0 in X.shape or 0 in Y.shape:
+        raise ValueError(
+            f"X and Y need at least one stimulus, feature and target: X has shape {X.shape}, "
+            f"Y has shape {Y.shape}"
+        )
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(
+            f"X and Y must have one row per stimulus: X has shape {X.shape}, Y has shape {Y.shape}"
+        )
+    for name, array in (("X", X), ("Y", Y)):
+        if not np.issubdtype(array.dtype, np.number):
+            raise ValueError(f"{name} must be numeric, got dtype {array.dtype}")
+        _check_finite(array, name)
+    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
+        raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
+    if X.shape[0] < n_folds:
+        raise ValueError(
+            f"{X.shape[0]} stimuli cannot be split into {n_folds} outer folds; use more "
+            "stimuli or fewer folds"
+        )
+    alphas = np.asarray(alphas, dtype=np.float64).ravel()
+    if alphas.size == 0 or not np.all(np.isfinite(alphas)) or np.any(alphas <= 0):
+        raise ValueError(f"alphas must be a non-empty list of positive numbers, got {alphas}")
+    if inner != "loo" and (
+        isinstance(inner, bool) or not isinstance(inner, (int, np.integer)) or inner < 2
+    ):
+        raise ValueError(f"inner must be 'loo' or an integer number of folds >= 2, got {inner!r}")
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != (X.shape[0],):
+            raise ValueError(
+                f"groups must have one label per stimulus ({X.shape[0]}), got shape {groups.shape}"
+            )
+    return X, Y, alphas, groups
+
+
+def outer_splits(
+    n_stimuli: int,
+    n_folds: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Outer train/test splits used by :func:`fit_encoding`.
+
+    Without ``groups``: scikit-learn ``KFold(n_folds, shuffle=shuffle, random_state=seed if
+    shuffle else None)`` (contiguous blocks by default, the first ``n % n_folds`` folds one
+    stimulus larger). With ``groups``: ``GroupKFold(n_folds)`` so a group (e.g. repeats of one
+    image, or one concept) never straddles train and test (``shuffle``/``seed`` then ignored).
+
+    Returns
+    -------
+    splits : list of (train_indices, test_indices)
+    """
+    rows = np.arange(n_stimuli)
+    if groups is not None:
+        n_groups = np.unique(groups).size
+        if n_groups < n_folds:
+            raise ValueError(f"groups has {n_groups} distinct labels, fewer than n_folds={n_folds}")
+        return list(GroupKFold(n_splits=n_folds).split(rows, groups=groups))
+    splitter = KFold(n_splits=n_folds, shuffle=shuffle, random_state=seed if shuffle else None)
+    return list(splitter.split(rows))
+
+
+@dataclass(frozen=True)
+class _Decomposition:
+    """SVD of one centred training part, in the working dtype.
+
+    ``u`` (n_train, rank), ``singular`` (rank,), ``test_projection`` (n_test, rank) =
+    (Xtest - train mean) V, ``coef_factor`` (n_alphas, rank) = s / (s**2 + alpha);
+    for LOO also ``shrink`` (n_alphas, rank) = s**2 / (s**2 + alpha) and ``inverse_leverage``
+    (n_alphas, n_train) = 1 / (1 - h_ii(alpha) - 1 / n_train).
+    """
+
+    u: Any
+    test_projection: Any
+    coef_factor: Any
+    shrink: Any = None
+    inverse_leverage: Any = None
+
+
+def _thin_svd(ops: _Ops, centred: Any) -> tuple[Any, Any, Any]:
+    """Thin SVD ``centred = U diag(s) V^T`` from the eigendecomposition of the smaller Gram matrix.
+
+    Much cheaper than a full SVD for tall (or wide) matrices, like scikit-learn's "cov"/"gram"
+    GCV modes. Directions with ``s**2 <= max(s**2) * max(n, p) * eps`` (numerical zeros, among
+    them the constant direction removed by centring) are dropped; their shrinkage factor
+    ``s**2 / (s**2 + alpha)`` would be zero to working precision anyway.
+
+    Returns
+    -------
+    u : (n, k), singular : (k,), v : (p, k), all float64.
+    """
+    n_rows, n_columns = centred.shape
+    tall = n_rows > n_columns
+    gram = centred.T @ centred if tall else centred @ centred.T  # (p, p) or (n, n)
+    eigenvalues, eigenvectors = ops.eigh(gram)  # ascending
+    tolerance = float(eigenvalues[-1]) * max(n_rows, n_columns) * np.finfo(np.float64).eps
+    keep = ops.indices(np.flatnonzero(ops.numpy(eigenvalues) > max(tolerance, 0.0)))
+    singular = ops.sqrt(eigenvalues[keep])  # (k,)
+    if tall:
+        v = eigenvectors[:, keep]  # (p, k)
+        u = (centred @ v) / singular  # (n, k)
+    else:
+        u = eigenvectors[:, keep]  # (n, k)
+        v = (centred.T @ u) / singular  # (p, k)
+    return u, singular, v
+
+
+def _decompose(
+    ops: _Ops, x_train: np.ndarray, x_test: np.ndarray, alphas: np.ndarray, loo: bool
+) -> _Decomposition:
+    linalg = ops.for_decomposition()
+    x_train64 = linalg.float64(x_train)
+    x_mean = x_train64.mean(0)  # (n_features,)
+    if linalg.kind == "numpy" and min(x_train.shape) <= _SINGLE_THREAD_EIGH_SIZE:
+        # Small eigendecompositions run faster on one BLAS thread, and much faster when
+        # other thread pools (torch's OpenMP) are busy on the same cores.
+        with threadpool_limits(limits=1, user_api="blas"):
+            u, singular, v = _thin_svd(linalg, x_train64 - x_mean)  # (n, k), (k,), (p, k)
+    else:
+        u, singular, v = _thin_svd(linalg, x_train64 - x_mean)
+    test_projection = (linalg.float64(x_test) - x_mean) @ v  # (n_test, k)
+    alphas64 = linalg.float64(alphas)[:, None]  # (n_alphas, 1)
+    squared = singular * singular  # (k,)
+    coef_factor = singular / (squared + alphas64)  # (n_alphas, k)
+    shrink = inverse_leverage = None
+    if loo:
+        shrink = squared / (squared + alphas64)  # (n_alphas, k)
+        hat_diagonal = ((u * u) @ shrink.T).T  # (n_alphas, n_train)
+        inverse_leverage = 1.0 / (1.0 - hat_diagonal - 1.0 / x_train.shape[0])
+        shrink, inverse_leverage = ops.work(shrink), ops.work(inverse_leverage)
+    return _Decomposition(
+        u=ops.work(u),
+        test_projection=ops.work(test_projection),
+        coef_factor=ops.work(coef_factor),
+        shrink=shrink,
+        inverse_leverage=inverse_leverage,
+    )
+
+
+def _loo_errors(ops: _Ops, fold: _Decomposition, y_centred: Any, z: Any) -> Any:
+    """Sum of squared LOO residuals, shape (n_alphas, n_targets_batch)."""
+    n_alphas = fold.shrink.shape[0]
+    errors = ops.empty((n_alphas, y_centred.shape[1]))
+    for index in range(n_alphas):
+        residual = ops.minus_product(y_centred, fold.u, fold.shrink[index][:, None] * z)
+        residual *= fold.inverse_leverage[index][:, None]  # (n_train, n_targets_batch)
+        errors[index] = ops.column_sum_of_squares(residual)
+    return errors
+
+
+def _kfold_errors(
+    ops: _Ops,
+    inner_folds: list[tuple[Any, Any, _Decomposition]],
+    y_train: Any,
+) -> Any:
+    """Validation mean squared error averaged over inner folds, (n_alphas, n_targets_batch)."""
+    errors = None
+    for train_rows, validation_rows, fold in inner_folds:
+        y_fit = y_train[train_rows]
+        y_mean = y_fit.mean(0)
+        z = fold.u.T @ (y_fit - y_mean)  # (k, n_targets_batch)
+        y_validation = y_train[validation_rows] - y_mean  # (n_val, n_targets_batch)
+        fold_errors = ops.empty((fold.coef_factor.shape[0], y_fit.shape[1]))
+        for index in range(fold.coef_factor.shape[0]):
+            residual = ops.minus_product(
+                y_validation, fold.test_projection, fold.coef_factor[index][:, None] * z
+            )
+            fold_errors[index] = ops.column_sum_of_squares(residual) / y_validation.shape[0]
+        errors = fold_errors if errors is None else errors + fold_errors
+    return errors / len(inner_folds)
+
+
+def _prepare_inner_folds(
+    ops: _Ops,
+    x_train: np.ndarray,
+    alphas: np.ndarray,
+    n_inner: int,
+    groups_train: np.ndarray | None,
+) -> list[tuple[Any, Any, _Decomposition]]:
+    n_train = x_train.shape[0]
+    if n_train < n_inner:
+        raise ValueError(
+            f"an outer training part of {n_train} stimuli cannot be split into inner={n_inner} "
+            "folds; use fewer inner folds or inner='loo'"
+        )
+    if groups_train is not None:
+        n_groups = np.unique(groups_train).size
+        if n_groups < n_inner:
+            raise ValueError(
+                f"an outer training part holds {n_groups} groups, fewer than inner={n_inner}"
+            )
+        splits = GroupKFold(n_splits=n_inner).split(x_train, groups=groups_train)
+    else:
+        splits = KFold(n_splits=n_inner).split(x_train)
+    return [
+        (
+            ops.indices(fit_rows),
+            ops.indices(validation_rows),
+            _decompose(ops, x_train[fit_rows], x_train[validation_rows], alphas, loo=False),
+        )
+        for fit_rows, validation_rows in splits
+    ]
+
+
+def fit_encoding(
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    alphas: Sequence[float] | np.ndarray = DEFAULT_ALPHAS,
+    n_folds: int = 5,
+    inner: Literal["loo"] | int = "loo",
+    backend: Backend = "auto",
+    dtype: DType | None = None,
+    target_batch_size: int | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> EncodingResult:
+    """Cross-validated ridge from X to every column of Y, with a per-target penalty.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_stimuli, n_features)
+        Predictors (e.g. one layer's activations).
+    Y : ndarray of shape (n_stimuli, n_targets)
+        Responses (voxels, vertices, or MEG sensor x time pairs flattened).
+    alphas : array of shape (n_alphas,), default=``np.logspace(0, 8, 10)``
+        Candidate ridge penalties, all positive.
+    n_folds : int, default=5
+        Number of outer folds (see :func:`outer_splits`).
+    inner : "loo" or int, default="loo"
+        How alpha is chosen inside each training part: efficient leave-one-out (matches
+        scikit-learn ``RidgeCV``) or that many contiguous inner K-folds.
+    backend : {"auto", "numpy", "torch", "torch_cuda"}, default="auto"
+        "auto" is torch on CUDA when available, else torch on CPU.
+    dtype : {"float32", "float64"} or None, default=None
+        Working dtype of the large products; None is float32 on torch and float64 on numpy.
+        SVDs are always float64.
+    target_batch_size : int or None, default=None
+        Targets per batch; None picks equal batches of at most 2**22 / n_stimuli targets
+        (a ~16 MiB float32 block; peak memory is a few such blocks per batch).
+    shuffle : bool, default=False
+        Shuffle stimuli before the outer KFold (with ``seed``); default contiguous folds.
+    seed : int, default=0
+        Random state of the shuffled outer folds.
+    groups : array of shape (n_stimuli,) or None
+        Group label per stimulus; folds (outer, and inner when ``inner`` is an int) never
+        split a group. Leave-one-out ignores groups.
+
+    Returns
+    -------
+    result : EncodingResult
+        ``r`` (n_targets,), ``r_per_fold`` and ``alphas`` (n_folds, n_targets).
+
+    Raises
+    ------
+    ValueError
+        Fewer stimuli than folds, X/Y row mismatch, NaN or infinite values, bad alphas.
+    """
+    X, Y, alpha_grid, groups = _check_inputs(X, Y, alphas, n_folds, inner, groups)
+    ops = _resolve_ops(backend, dtype)
+    n_stimuli, n_targets = Y.shape
+    if target_batch_size is None:
+        n_batches = -(-n_targets * n_stimuli // _AUTO_BATCH_ELEMENTS)  # ceil
+        target_batch_size = max(1, -(-n_targets // n_batches))  # equal-sized batches
+    if target_batch_size < 1:
+        raise ValueError(f"target_batch_size must be positive, got {target_batch_size}")
+    loo = inner == "loo"
+    splits = outer_splits(n_stimuli, n_folds, shuffle=shuffle, seed=seed, groups=groups)
+
+    folds = []
+    for train_rows, test_rows in splits:
+        inner_folds = None
+        if not loo:
+            groups_train = None if groups is None else groups[train_rows]
+            inner_folds = _prepare_inner_folds(ops, X[train_rows], alpha_grid, inner, groups_train)
+        decomposition = _decompose(ops, X[train_rows], X[test_rows], alpha_grid, loo=loo)
+        folds.append((ops.indices(train_rows), ops.indices(test_rows), decomposition, inner_folds))
+
+    r_per_fold = np.empty((n_folds, n_targets))
+    chosen_alphas = np.empty((n_folds, n_targets))
+    for start in range(0, n_targets, target_batch_size):
+        batch = slice(start, min(start + target_batch_size, n_targets))
+        y_batch = ops.work(Y[:, batch])  # (n_stimuli, n_batch)
+        for fold_index, (train_rows, test_rows, fold, inner_folds) in enumerate(folds):
+            y_train = y_batch[train_rows]  # (n_train, n_batch)
+            y_mean = y_train.mean(0)
+            y_centred = y_train - y_mean
+            z = fold.u.T @ y_centred  # (k, n_batch)
+            if loo:
+                errors = _loo_errors(ops, fold, y_centred, z)
+            else:
+                errors = _kfold_errors(ops, inner_folds, y_train)
+            best = errors.argmin(0)  # (n_batch,) first minimum wins ties
+            weights = fold.coef_factor[best].T * z  # (k, n_batch)
+            # The intercept (training mean of Y) is left out of the prediction: Pearson R
+            # ignores it, and adding it in float32 would round away heavily shrunk predictions.
+            centred_prediction = fold.test_projection @ weights  # (n_test, n_batch)
+            r = pearson_r(centred_prediction, y_batch[test_rows], axis=0)
+            r_per_fold[fold_index, batch] = ops.numpy(r)
+            chosen_alphas[fold_index, batch] = alpha_grid[ops.numpy(best)]
+    return EncodingResult(
+        r=r_per_fold.mean(axis=0),
+        r_per_fold=r_per_fold,
+        alphas=chosen_alphas,
+        test_indices=tuple(test for _, test in splits),
+    )
+
+
+def fit_mapping(
+    features: np.ndarray,
+    brain: np.ndarray,
+    *,
+    direction: Literal["encoding", "decoding"] = "encoding",
+    alphas: Sequence[float] | np.ndarray = DEFAULT_ALPHAS,
+    n_folds: int = 5,
+    inner: Literal["loo"] | int = "loo",
+    backend: Backend = "auto",
+    dtype: DType | None = None,
+    target_batch_size: int | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> EncodingResult:
+    """Ridge mapping between model features and brain data in either direction.
+
+    Parameters
+    ----------
+    features : ndarray of shape (n_stimuli, n_features)
+        Model features (e.g. 50 PCA components of an LLM layer).
+    brain : ndarray of shape (n_stimuli, n_brain_targets)
+        Brain data (e.g. MEG sensors at one time sample).
+    direction : {"encoding", "decoding"}, default="encoding"
+        "encoding": features -> brain, R per brain target (Study A). "decoding": brain ->
+        features, R per feature dimension (Study C's published direction). For MEG time
+        courses call it once per time sample.
+    alphas, n_folds, inner, backend, dtype, target_batch_size, shuffle, seed, groups
+        As in :func:`fit_encoding`.
+
+    Returns
+    -------
+    result : EncodingResult
+        ``result.direction`` records the direction.
+    """
+    if direction == "encoding":
+        predictors, targets = features, brain
+    elif direction == "decoding":
+        predictors, targets = brain, features
+    else:
+        raise ValueError(f"direction must be 'encoding' or 'decoding', got {direction!r}")
+    result = fit_encoding(
+        predictors,
+        targets,
+        alphas=alphas,
+        n_folds=n_folds,
+        inner=inner,
+        backend=backend,
+        dtype=dtype,
+        target_batch_size=target_batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        groups=groups,
+    )
+    return EncodingResult(
+        r=result.r,
+        r_per_fold=result.r_per_fold,
+        alphas=result.alphas,
+        test_indices=result.test_indices,
+        direction=direction,
+    )

@@ -1,0 +1,62 @@
+"""Callbacks used by the end-to-end fit tests (loaded by class path from a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.callbacks import Callback
+
+from brainalign.train.losses import sinkhorn_knopp
+
+
+class KillAtStep(Callback):
+    """Kill the process hard (no cleanup, like a SIGKILL) once ``global_step`` reaches ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args, **kwargs) -> None:
+        if trainer.global_step >= self.step:
+            os._exit(17)
+
+
+class RecordSinkhornReduction(Callback):
+    """On the first batch, run Sinkhorn-Knopp on rank-specific logits inside the real DDP group.
+
+    Rank r holds 3 + 2r samples; the gathered result of the reduced call must be balanced over
+    prototypes across all processes, which a per-rank (unreduced) call is not.
+    """
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args, **kwargs) -> None:
+        if trainer.global_step != 1:
+            return
+        rank, world = trainer.global_rank, trainer.world_size
+        generator = torch.Generator().manual_seed(100 + rank)
+        logits = torch.randn(3 + 2 * rank, 6, generator=generator) * 0.1
+        logits[:, 0] += 0.5  # make prototype 0 popular on every rank
+        reduced = sinkhorn_knopp(logits, 0.1)
+        local = sinkhorn_knopp(logits, 0.1, reduce=False)
+        sizes = [None] * world
+        dist.all_gather_object(sizes, (reduced.tolist(), local.tolist()))
+        if rank == 0:
+            reduced_all = torch.tensor([row for part in sizes for row in part[0]])
+            local_all = torch.tensor([row for part in sizes for row in part[1]])
+            Path(self.out).write_text(
+                json.dumps(
+                    {
+                        "world_size": world,
+                        "distributed": dist.is_initialized(),
+                        "reduced_column_sums": reduced_all.sum(0).tolist(),
+                        "local_column_sums": local_all.sum(0).tolist(),
+                        "n_samples": reduced_all.shape[0],
+                    }
+                )
+            )
