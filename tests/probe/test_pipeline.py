@@ -23,9 +23,10 @@ def subject(tmp_path_factory):
     return simulated, fmri, meg, stimuli, levels
 
 
-def _oracle(levels, reverse=False):
+def _oracle(levels, reverse=False, rows=None):
     order = list(reversed(levels)) if reverse else list(levels)
-    features = {index: level.astype(np.float32) for index, level in enumerate(order)}
+    rows = slice(None) if rows is None else rows
+    features = {index: level[rows].astype(np.float32) for index, level in enumerate(order)}
     depths = {index: index / (len(order) - 1) for index in features}
     return features, depths
 
@@ -51,10 +52,15 @@ def test_oracle_recovers_planted_roi_levels_and_spatial_score(subject, reverse, 
 @pytest.mark.parametrize("reverse, sign", [(False, 1.0), (True, -1.0)])
 def test_oracle_temporal_score_follows_planted_latencies(subject, reverse, sign):
     _, _, meg, stimuli, levels = subject
-    brain, _ = meg.align(stimuli)
-    features, depths = _oracle(levels, reverse)
-    scores = score_layers(features, depths, brain, config=CONFIG)
+    brain, aligned = meg.align(stimuli)  # MEG keeps its own (presentation) order
+    rows = stimuli.index_of(aligned.ids)
+    features, depths = _oracle(levels, reverse, rows)
+    scores = score_layers(features, depths, brain, config=CONFIG, stimulus_ids=aligned.ids)
     assert sign * scores.summary["temporal_score"] > 0.8
+    encoding = scores.summary["encoding_by_layer"]
+    assert min(encoding) > 0.05, f"a planted level is not encoded in MEG: {encoding}"
+    expected_order = np.argsort(scores.summary["t_max"])
+    assert list(expected_order) == (list(range(4))[::-1] if reverse else list(range(4)))
     table = scores.table
     windows = set(table["group"]) & {window_label((0.08, 0.13)), window_label((0.5, 0.55))}
     assert windows == {"80-130ms", "500-550ms"}
@@ -80,6 +86,14 @@ def test_table_is_long_format_with_normalised_rows(subject):
     ]
     normalised = table[table["metric"] == "r_normalised"]
     assert normalised.groupby("group")["value"].max().round(6).eq(1.0).all()
+
+
+def test_features_in_another_stimulus_order_are_rejected(subject):
+    _, _, meg, stimuli, levels = subject
+    brain, _ = meg.align(stimuli)
+    features, depths = _oracle(levels)
+    with pytest.raises(ValueError, match="rows follow another stimulus order"):
+        score_layers(features, depths, brain, config=CONFIG, stimulus_ids=stimuli.ids)
 
 
 def test_features_with_wrong_rows_are_rejected(subject):

@@ -115,6 +115,7 @@ def score_layers(
     feature_kind: str = "activation",
     meg_windows: Sequence[tuple[float, float]] = DEFAULT_MEG_WINDOWS,
     progress: bool = False,
+    stimulus_ids: Sequence[str] | None = None,
 ) -> ProbeScores:
     """Fit a ridge per layer and compute every score of DESIGN.md for one subject.
 
@@ -132,6 +133,9 @@ def score_layers(
     meg_windows : sequence of (start, end) in seconds
     progress : bool
         Show a progress bar over layers.
+    stimulus_ids : sequence of str, optional
+        Ids of the feature rows; when given they must equal ``brain.stimulus_ids`` (a guard
+        against features extracted in another order).
 
     Returns
     -------
@@ -144,6 +148,11 @@ def score_layers(
     missing_depth = [layer for layer in layers if layer not in depths]
     if missing_depth:
         raise ValueError(f"no relative depth given for layers {missing_depth}")
+    if stimulus_ids is not None and list(stimulus_ids) != list(brain.stimulus_ids):
+        raise ValueError(
+            f"feature rows follow another stimulus order than {brain.subject}/{brain.modality}; "
+            "extract features from the StimulusSet returned by BrainData.align"
+        )
     targets = brain.targets_matrix()  # (n_stimuli, n_targets)
     for layer in layers:
         if features[layer].shape[0] != brain.n_stimuli:
