@@ -35,13 +35,18 @@ class RecordSinkhornReduction(Callback):
     def __init__(self, out: str) -> None:
         self.out = out
 
+    @staticmethod
+    def logits(rank: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(100 + rank)
+        logits = torch.randn(3 + 2 * rank, 6, generator=generator) * 0.1
+        logits[:, 0] += 0.5  # make prototype 0 popular on every rank
+        return logits
+
     def on_train_batch_end(self, trainer: L.Trainer, *args, **kwargs) -> None:
         if trainer.global_step != 1:
             return
         rank, world = trainer.global_rank, trainer.world_size
-        generator = torch.Generator().manual_seed(100 + rank)
-        logits = torch.randn(3 + 2 * rank, 6, generator=generator) * 0.1
-        logits[:, 0] += 0.5  # make prototype 0 popular on every rank
+        logits = self.logits(rank)
         reduced = sinkhorn_knopp(logits, 0.1)
         local = sinkhorn_knopp(logits, 0.1, reduce=False)
         sizes = [None] * world
@@ -49,6 +54,8 @@ class RecordSinkhornReduction(Callback):
         if rank == 0:
             reduced_all = torch.tensor([row for part in sizes for row in part[0]])
             local_all = torch.tensor([row for part in sizes for row in part[1]])
+            everything = torch.cat([self.logits(r) for r in range(world)])
+            single = sinkhorn_knopp(everything, 0.1, reduce=False)
             Path(self.out).write_text(
                 json.dumps(
                     {
@@ -57,6 +64,8 @@ class RecordSinkhornReduction(Callback):
                         "reduced_column_sums": reduced_all.sum(0).tolist(),
                         "local_column_sums": local_all.sum(0).tolist(),
                         "n_samples": reduced_all.shape[0],
+                        "max_diff_to_single_process": float((reduced_all - single).abs().max()),
+                        "max_diff_local_to_single": float((local_all - single).abs().max()),
                     }
                 )
             )

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from sklearn.model_selection import GroupKFold, KFold
 from threadpoolctl import threadpool_limits
 
@@ -92,8 +93,6 @@ class _Ops:
         """Copy or cast into the working dtype and device."""
         if self.kind == "numpy":
             return np.asarray(array, dtype=self.dtype)
-        import torch
-
         if isinstance(array, torch.Tensor):
             return array.to(device=self.device, dtype=self.dtype)
         return torch.as_tensor(np.asarray(array), dtype=self.dtype, device=self.device)
@@ -101,48 +100,37 @@ class _Ops:
     def float64(self, array: np.ndarray) -> Any:
         if self.kind == "numpy":
             return np.asarray(array, dtype=np.float64)
-        import torch
-
         return torch.as_tensor(np.asarray(array), dtype=torch.float64, device=self.device)
 
     def for_decomposition(self) -> _Ops:
         """Float64 operations for the small decompositions: torch on CUDA, else numpy.
 
-        On CPU numpy's LAPACK is used even for the torch backend: torch's CPU ``eigh`` was
-        measured 10-50x slower than numpy's on a busy two-core machine.
+        On CPU numpy's LAPACK is used even for the torch backend, on one BLAS thread for small
+        matrices (see ``_decompose``): multi-threaded small eigendecompositions, torch's or
+        numpy's, were measured 10-50x slower on a busy two-core machine.
         """
         if self.kind == "torch" and self.device.type == "cuda":
-            import torch
-
             return _Ops("torch", torch.float64, self.device)
         return _Ops("numpy", np.dtype(np.float64))
 
     def indices(self, index: np.ndarray) -> Any:
         if self.kind == "numpy":
             return index
-        import torch
-
         return torch.as_tensor(index, dtype=torch.long, device=self.device)
 
     def eigh(self, matrix: Any) -> tuple[Any, Any]:
         if self.kind == "numpy":
             return np.linalg.eigh(matrix)
-        import torch
-
         return torch.linalg.eigh(matrix)
 
     def sqrt(self, array: Any) -> Any:
         if self.kind == "numpy":
             return np.sqrt(array)
-        import torch
-
         return torch.sqrt(array)
 
     def empty(self, shape: tuple[int, ...]) -> Any:
         if self.kind == "numpy":
             return np.empty(shape, dtype=self.dtype)
-        import torch
-
         return torch.empty(shape, dtype=self.dtype, device=self.device)
 
     def minus_product(self, base: Any, left: Any, right: Any) -> Any:
@@ -151,15 +139,11 @@ class _Ops:
             product = left @ right
             np.subtract(base, product, out=product)
             return product
-        import torch
-
         return torch.addmm(base, left, right, alpha=-1.0)
 
     def column_sum_of_squares(self, matrix: Any) -> Any:
         if self.kind == "numpy":
             return np.einsum("ij,ij->j", matrix, matrix)
-        import torch
-
         return torch.linalg.vector_norm(matrix, dim=0).square_()
 
     def numpy(self, array: Any) -> np.ndarray:
@@ -177,8 +161,6 @@ def _resolve_ops(backend: Backend, dtype: DType | None) -> _Ops:
         raise ValueError(
             f"backend must be one of 'auto', 'numpy', 'torch', 'torch_cuda', got {backend!r}"
         )
-    import torch
-
     torch_dtype = torch.float64 if dtype == "float64" else torch.float32
     cuda = torch.cuda.is_available()
     if backend == "torch_cuda" and not cuda:
@@ -280,10 +262,10 @@ def outer_splits(
 
 @dataclass(frozen=True)
 class _Decomposition:
-    """SVD of one centred training part, in the working dtype.
+    """What one centred training part's SVD ``U diag(s) V^T`` provides, in the working dtype.
 
-    ``u`` (n_train, rank), ``singular`` (rank,), ``test_projection`` (n_test, rank) =
-    (Xtest - train mean) V, ``coef_factor`` (n_alphas, rank) = s / (s**2 + alpha);
+    ``u`` (n_train, rank), ``test_projection`` (n_test, rank) = (Xtest - train mean) V,
+    ``coef_factor`` (n_alphas, rank) = s / (s**2 + alpha);
     for LOO also ``shrink`` (n_alphas, rank) = s**2 / (s**2 + alpha) and ``inverse_leverage``
     (n_alphas, n_train) = 1 / (1 - h_ii(alpha) - 1 / n_train).
     """

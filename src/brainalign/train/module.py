@@ -273,6 +273,8 @@ class DINOv3Module(L.LightningModule):
         return torch.optim.AdamW(groups, betas=config.betas, fused=fused or None)
 
     def _peak_lr(self) -> float:
+        if self._global_batch is None and self._trainer is not None and self.trainer.training:
+            raise RuntimeError("the global batch size is unknown before the first batch")
         global_batch = self._global_batch or 1024
         return self.optim_config.base_lr * 4.0 * math.sqrt(global_batch / 1024.0)
 
@@ -447,16 +449,18 @@ class DINOv3Module(L.LightningModule):
         Lightning checkpoints do not carry the global RNG state; seeding every step from its
         index makes a resumed run draw exactly what the uninterrupted run drew.
         """
+        if self._global_batch is None:  # before optimizer_step reads it for the lr scaling
+            self._global_batch = (
+                batch["global_crops"].shape[1]
+                * self.trainer.world_size
+                * self.trainer.accumulate_grad_batches
+            )
         micro_batch = batch_idx % max(int(self.trainer.accumulate_grad_batches), 1)
         state = np.random.SeedSequence([self.seed, self.global_step, micro_batch, self.global_rank])
         torch.manual_seed(int(state.generate_state(1)[0]))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         batch_size = batch["global_crops"].shape[1]
-        if self._global_batch is None:
-            self._global_batch = (
-                batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
-            )
         loss, parts = self.compute_losses(batch, self.global_step)
         if not torch.isfinite(loss):
             raise FloatingPointError(

@@ -1,0 +1,3 @@
+"""Offline probing: no Lightning import."""
+
+__all__: list[str] = []

@@ -1,0 +1,369 @@
+"""Per-layer features of a stimulus set: layer choice, token pooling, batched extraction, PCA.
+
+Example::
+
+    model = load_probe_model("runs/demo/exports/step_0000100")
+    layers = select_layers(model.depth, 22)  # 22 evenly spaced relative depths, as in Study A
+    features = extract_features(model, stimuli, layers=layers, pooling="mean",
+                                cache=FeatureCache("~/.cache/brainalign/features"))
+    features[layers[-1]].shape  # (n_stimuli, n_features)
+
+All requested layers come from one forward pass per batch. The next batch is loaded and
+preprocessed in a background thread while the model runs on the current one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
+from tqdm.auto import tqdm
+
+from brainalign.probe.cache import FeatureCache, feature_key_parts
+from brainalign.probe.models import ProbeModel, TokenLayout
+from brainalign.probe.stimuli import StimulusSet
+
+__all__ = [
+    "POOLINGS",
+    "extract_features",
+    "pool_tokens",
+    "reduce_features",
+    "select_layers",
+]
+
+Pooling = Literal["cls", "mean", "registers", "cls+mean"]
+POOLINGS: tuple[str, ...] = ("cls", "mean", "registers", "cls+mean")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# ---------------------------------------------------------------------------- layer choice
+def select_layers(
+    depth: int, relative_depths: Sequence[float] | int | Literal["all"] = "all"
+) -> list[int]:
+    """Layer indices nearest to the requested relative depths.
+
+    Relative depth ``r`` maps to layer ``floor(r * (depth - 1) + 0.5)``: the nearest layer,
+    ties going to the deeper one (depth 12, r = 0.5 -> 5.5 -> layer 6).
+
+    Parameters
+    ----------
+    depth : int
+        Number of layers of the model.
+    relative_depths : sequence of float in [0, 1], int or "all"
+        Explicit depths; an int ``n >= 2`` means ``n`` evenly spaced depths from 0 to 1 (the
+        paper uses 22); ``"all"`` means every layer.
+
+    Returns
+    -------
+    layers : list of int
+        Sorted, without duplicates.
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    if isinstance(relative_depths, str):
+        if relative_depths != "all":
+            raise ValueError(
+                "relative_depths must be 'all', an int or a list of floats, "
+                f"got {relative_depths!r}"
+            )
+        return list(range(depth))
+    if isinstance(relative_depths, (int, np.integer)) and not isinstance(relative_depths, bool):
+        if relative_depths < 2:
+            raise ValueError(
+                f"an int relative_depths counts evenly spaced depths from 0 to 1 and must be "
+                f">= 2, got {relative_depths}; pass [1.0] for the last layer only"
+            )
+        relative_depths = np.linspace(0.0, 1.0, int(relative_depths)).tolist()
+    values = [float(value) for value in relative_depths]
+    if not values:
+        raise ValueError("relative_depths is empty")
+    outside = [value for value in values if not 0.0 <= value <= 1.0 or math.isnan(value)]
+    if outside:
+        raise ValueError(f"relative depths must lie in [0, 1]; got {outside}")
+    # The tiny epsilon keeps 0.5 * 11 = 5.4999999... from rounding down.
+    return sorted({math.floor(value * (depth - 1) + 0.5 + 1e-9) for value in values})
+
+
+# ---------------------------------------------------------------------------- pooling
+def check_pooling(layout: TokenLayout, pooling: str) -> None:
+    """Raise a clear error when ``pooling`` is unknown or impossible for ``layout``."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+    if pooling in ("cls", "cls+mean") and not layout.has_cls:
+        raise ValueError(
+            f"pooling {pooling!r} needs a class token, but this model has none ({layout}); "
+            "use pooling='mean'"
+        )
+    if pooling == "registers" and layout.n_registers == 0:
+        raise ValueError(
+            f"pooling 'registers' needs register tokens, but this model has none ({layout}); "
+            "use pooling='mean' or 'cls'"
+        )
+
+
+def pool_tokens(tokens: Tensor, layout: TokenLayout, pooling: str) -> Tensor:
+    """Pool one layer's tokens into one vector per image.
+
+    Parameters
+    ----------
+    tokens : Tensor of shape (B, T, D)
+        Class token, registers, patches, in that order (see ``layout``).
+    layout : TokenLayout
+    pooling : {"cls", "mean", "registers", "cls+mean"}
+        ``cls``: the class token (B, D). ``mean``: the mean over patch tokens only, class and
+        register tokens excluded (B, D). ``registers``: the *mean* of the register tokens
+        (B, D), so that every pooling but ``cls+mean`` has the model's width.
+        ``cls+mean``: class token and patch mean concatenated (B, 2D).
+
+    Returns
+    -------
+    Tensor of shape (B, F), float32
+    """
+    check_pooling(layout, pooling)
+    if tokens.ndim != 3:
+        raise ValueError(f"tokens must have shape (B, T, D), got {tuple(tokens.shape)}")
+    if tokens.shape[1] <= layout.n_prefix:
+        raise ValueError(
+            f"{tokens.shape[1]} tokens but the layout has {layout.n_prefix} prefix tokens: "
+            "no patch tokens left"
+        )
+    tokens = tokens.float()
+    if pooling == "mean":
+        return tokens[:, layout.n_prefix :].mean(dim=1)  # (B, D)
+    cls = tokens[:, 0]  # (B, D)
+    if pooling == "cls":
+        return cls
+    if pooling == "registers":
+        start = int(layout.has_cls)
+        return tokens[:, start : start + layout.n_registers].mean(dim=1)  # (B, D)
+    return torch.cat([cls, tokens[:, layout.n_prefix :].mean(dim=1)], dim=1)  # (B, 2D)
+
+
+# ---------------------------------------------------------------------------- extraction
+def extract_features(
+    model: ProbeModel,
+    stimuli: StimulusSet | np.ndarray,
+    *,
+    layers: Sequence[int] | None = None,
+    pooling: Pooling = "mean",
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    dtype: str = "auto",
+    progress: bool = True,
+    cache: FeatureCache | None = None,
+) -> dict[int, np.ndarray]:
+    """Pooled activations of every requested layer for every stimulus.
+
+    Parameters
+    ----------
+    model : ProbeModel
+        Moved to ``device`` in place.
+    stimuli : StimulusSet or ndarray of shape (n_stimuli, H, W, 3), uint8
+    layers : sequence of int, optional
+        Layer indices (see :func:`select_layers`); default every layer.
+    pooling : {"cls", "mean", "registers", "cls+mean"}
+        See :func:`pool_tokens`.
+    batch_size : int
+    device : str or torch.device
+        ``"auto"``: CUDA when available, else CPU.
+    dtype : {"auto", "float32", "bfloat16", "float16"}
+        Compute precision; ``"auto"`` is bf16 autocast on CUDA and float32 on CPU. Features
+        are always returned as float32; the precision is part of the cache key.
+    progress : bool
+        Show a tqdm bar over batches.
+    cache : FeatureCache, optional
+        Layers found in the cache are not recomputed; the model does not run at all when every
+        layer is cached.
+
+    Returns
+    -------
+    dict of int to ndarray of shape (n_stimuli, n_features), float32
+        Keyed by layer index, in the order requested.
+    """
+    if not isinstance(stimuli, StimulusSet):
+        stimuli = _as_stimulus_set(stimuli)
+    layers = list(range(model.depth)) if layers is None else [int(layer) for layer in layers]
+    layers = list(dict.fromkeys(layers))
+    bad = [layer for layer in layers if not 0 <= layer < model.depth]
+    if not layers or bad:
+        raise ValueError(
+            f"layers must be a non-empty list of indices in [0, {model.depth}); got {layers}"
+        )
+    check_pooling(model.token_layout, pooling)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    target = _resolve_device(device)
+    compute_dtype = _resolve_dtype(dtype, target)
+
+    features: dict[int, np.ndarray] = {}
+    keys: dict[int, dict] = {}
+    if cache is not None:
+        identity, stimulus_hash = model.identity, stimuli.content_hash
+        for layer in layers:
+            keys[layer] = feature_key_parts(
+                model_identity=identity,
+                preprocess=model.preprocess.as_dict(),
+                layer=layer,
+                pooling=pooling,
+                stimulus_hash=stimulus_hash,
+                precision=str(compute_dtype).removeprefix("torch."),
+            )
+            cached = cache.get(keys[layer])
+            if cached is not None and cached.shape[0] == len(stimuli):
+                features[layer] = cached
+    missing = [layer for layer in layers if layer not in features]
+    if missing and len(stimuli):
+        computed = _run_model(
+            model, stimuli, missing, pooling, batch_size, target, compute_dtype, progress
+        )
+        for layer, array in computed.items():
+            features[layer] = array
+            if cache is not None:
+                cache.put(keys[layer], array)
+    elif missing:
+        raise ValueError("the stimulus set is empty: nothing to extract")
+    return {layer: features[layer] for layer in layers}
+
+
+def _run_model(
+    model: ProbeModel,
+    stimuli: StimulusSet,
+    layers: list[int],
+    pooling: str,
+    batch_size: int,
+    device: torch.device,
+    compute_dtype: torch.dtype,
+    progress: bool,
+) -> dict[int, np.ndarray]:
+    """One forward pass per batch for all ``layers``; pooled outputs gathered on the host."""
+    model.to(device)
+    n_stimuli = len(stimuli)
+    starts = range(0, n_stimuli, batch_size)
+    outputs: dict[int, Tensor] = {}
+    pin = device.type == "cuda"
+    autocast = torch.autocast(
+        device_type=device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32
+    )
+
+    def prepare(start: int) -> Tensor:
+        with torch.inference_mode():
+            indices = np.arange(start, min(start + batch_size, n_stimuli))
+            return _load_preprocessed(stimuli, indices, model, device)  # (B, 3, R, R)
+
+    with torch.inference_mode(), autocast:
+        for start, images in tqdm(
+            zip(starts, _prefetch(prepare, starts)),
+            total=len(starts),
+            desc=f"features {model.architecture}",
+            unit="batch",
+            disable=not progress,
+        ):
+            tokens = model.extract(images, layers)  # per layer (B, T, D)
+            for layer, layer_tokens in zip(layers, tokens):
+                pooled = pool_tokens(layer_tokens, model.token_layout, pooling)  # (B, F)
+                if layer not in outputs:
+                    outputs[layer] = torch.empty(
+                        (n_stimuli, pooled.shape[1]), dtype=torch.float32, pin_memory=pin
+                    )
+                outputs[layer][start : start + len(pooled)].copy_(pooled, non_blocking=pin)
+    if pin:
+        torch.cuda.synchronize(device)
+    return {layer: outputs[layer].numpy() for layer in layers}
+
+
+def _prefetch(prepare, starts: Sequence[int]) -> Iterator[Tensor]:
+    """Yield ``prepare(start)`` for each start, computing the next one in a worker thread."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="brainalign-prefetch") as pool:
+        pending = pool.submit(prepare, starts[0]) if len(starts) else None
+        for position in range(len(starts)):
+            current = pending.result()
+            has_next = position + 1 < len(starts)
+            pending = pool.submit(prepare, starts[position + 1]) if has_next else None
+            yield current
+
+
+def _load_preprocessed(
+    stimuli: StimulusSet, indices: np.ndarray, model: ProbeModel, device: torch.device
+) -> Tensor:
+    """Load images as uint8, move them to ``device`` and preprocess them there.
+
+    Returns
+    -------
+    Tensor of shape (B, 3, R, R), float32
+    """
+    preprocess = model.preprocess
+    if stimuli.image_paths is None:  # arrays / HDF5: one vectorised batch
+        array = stimuli.load_array(indices)  # (B, H, W, 3) uint8
+        batch = torch.from_numpy(array).permute(0, 3, 1, 2)  # (B, 3, H, W)
+        return preprocess(batch.to(device, non_blocking=True))
+    images = [TF.pil_to_tensor(image) for image in stimuli.load(indices)]  # each (3, H, W)
+    if len({tuple(image.shape) for image in images}) == 1:
+        return preprocess(torch.stack(images).to(device))
+    return torch.cat([preprocess(image[None].to(device)) for image in images])
+
+
+def _as_stimulus_set(images: np.ndarray) -> StimulusSet:
+    array = np.asarray(images)
+    return StimulusSet.from_array([str(index) for index in range(len(array))], array)
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for but CUDA is not available; use 'cpu'")
+    return resolved
+
+
+def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be 'auto' or one of {', '.join(_DTYPES)}, got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+# ---------------------------------------------------------------------------- reduction
+def reduce_features(
+    features: Mapping[int, np.ndarray], n_components: int, seed: int = 0
+) -> dict[int, np.ndarray]:
+    """PCA per layer, fitted on all stimuli of that layer (scikit-learn ``PCA``).
+
+    The fit is unsupervised (brain data are not used), so fitting on every stimulus before the
+    encoding model's cross-validation leaks no target information.
+
+    Parameters
+    ----------
+    features : dict of int to ndarray of shape (n_stimuli, n_features)
+    n_components : int
+        At most ``min(n_stimuli, n_features)`` of every layer.
+    seed : int
+        ``random_state`` of the randomized solver (used when it is faster than a full SVD).
+
+    Returns
+    -------
+    dict of int to ndarray of shape (n_stimuli, n_components), float32
+    """
+    from sklearn.decomposition import PCA
+
+    reduced: dict[int, np.ndarray] = {}
+    for layer, array in features.items():
+        array = np.asarray(array)
+        if array.ndim != 2:
+            raise ValueError(f"layer {layer}: features must be 2-D, got shape {array.shape}")
+        limit = min(array.shape)
+        if not 1 <= n_components <= limit:
+            raise ValueError(
+                f"layer {layer}: n_components={n_components} must be between 1 and "
+                f"min(n_stimuli, n_features) = {limit}"
+            )
+        pca = PCA(n_components=n_components, svd_solver="auto", random_state=seed)
+        reduced[layer] = pca.fit_transform(array).astype(np.float32, copy=False)
+    return reduced
