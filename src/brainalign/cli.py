@@ -28,14 +28,17 @@ def run_lightning(args: Sequence[str]) -> None:
     from brainalign.train.data import SSLDataModule
     from brainalign.train.module import DINOv3Module
 
-    LightningCLI(
-        DINOv3Module,
-        SSLDataModule,
-        args=list(args),
-        save_config_kwargs={"overwrite": True},
-        seed_everything_default=0,
-        auto_configure_optimizers=False,
-    )
+    argv, sys.argv = sys.argv, ["brainalign", *args]
+    try:
+        LightningCLI(
+            DINOv3Module,
+            SSLDataModule,
+            save_config_kwargs={"overwrite": True},
+            seed_everything_default=0,
+            auto_configure_optimizers=False,
+        )
+    finally:
+        sys.argv = argv
 
 
 def _add_shards(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Namespace], None]:
@@ -58,8 +61,17 @@ def _add_shards(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Na
     return run
 
 
-#: name -> function adding the subcommand's parser and returning its runner.
-OFFLINE_SUBCOMMANDS: dict[str, Callable] = {"shards": _add_shards}
+def _offline_subcommands() -> dict[str, Callable]:
+    """name -> function adding the subcommand's parser and returning its runner."""
+    from brainalign.commands import chronology, demo, probe, simulate
+
+    return {
+        "probe": probe.add,
+        "chronology": chronology.add,
+        "simulate": simulate.add,
+        "shards": _add_shards,
+        "demo": demo.add,
+    }
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
@@ -71,7 +83,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in LIGHTNING_SUBCOMMANDS:
         subparsers.add_parser(name, help=f"LightningCLI {name} (see `brainalign {name} --help`)")
-    runners = {name: add(subparsers) for name, add in OFFLINE_SUBCOMMANDS.items()}
+    runners = {name: add(subparsers) for name, add in _offline_subcommands().items()}
     return parser, runners
 
 

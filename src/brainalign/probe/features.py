@@ -15,18 +15,17 @@ preprocessed in a background thread while the model runs on the current one.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
 from brainalign.probe.cache import FeatureCache, feature_key_parts
-from brainalign.probe.models import ProbeModel, TokenLayout
+from brainalign.probe.models import Preprocess, ProbeModel, TokenLayout
 from brainalign.probe.stimuli import StimulusSet
 
 __all__ = [
@@ -39,6 +38,7 @@ __all__ = [
 
 Pooling = Literal["cls", "mean", "registers", "cls+mean"]
 POOLINGS: tuple[str, ...] = ("cls", "mean", "registers", "cls+mean")
+LoadedBatch = np.ndarray | list[np.ndarray]
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -251,19 +251,18 @@ def _run_model(
         device_type=device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32
     )
 
-    def prepare(start: int) -> Tensor:
-        with torch.inference_mode():
-            indices = np.arange(start, min(start + batch_size, n_stimuli))
-            return _load_preprocessed(stimuli, indices, model, device)  # (B, 3, R, R)
+    def load(start: int) -> np.ndarray | list[np.ndarray]:
+        return _load_uint8(stimuli, np.arange(start, min(start + batch_size, n_stimuli)))
 
     with torch.inference_mode(), autocast:
-        for start, images in tqdm(
-            zip(starts, _prefetch(prepare, starts)),
+        for start, loaded in tqdm(
+            zip(starts, _prefetch(load, starts)),
             total=len(starts),
             desc=f"features {model.architecture}",
             unit="batch",
             disable=not progress,
         ):
+            images = _to_model_input(loaded, model.preprocess, device)  # (B, 3, R, R)
             tokens = model.extract(images, layers)  # per layer (B, T, D)
             for layer, layer_tokens in zip(layers, tokens):
                 pooled = pool_tokens(layer_tokens, model.token_layout, pooling)  # (B, F)
@@ -277,35 +276,44 @@ def _run_model(
     return {layer: outputs[layer].numpy() for layer in layers}
 
 
-def _prefetch(prepare, starts: Sequence[int]) -> Iterator[Tensor]:
-    """Yield ``prepare(start)`` for each start, computing the next one in a worker thread."""
+def _prefetch(load: Callable[[int], LoadedBatch], starts: Sequence[int]) -> Iterator[LoadedBatch]:
+    """Yield ``load(start)`` for each start, reading the next batch in a worker thread.
+
+    The worker only reads and decodes images (NumPy, PIL: no torch kernels), so it never starts
+    a second OpenMP thread team competing with the forward pass on the CPU.
+    """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="brainalign-prefetch") as pool:
-        pending = pool.submit(prepare, starts[0]) if len(starts) else None
+        pending = pool.submit(load, starts[0]) if len(starts) else None
         for position in range(len(starts)):
             current = pending.result()
             has_next = position + 1 < len(starts)
-            pending = pool.submit(prepare, starts[position + 1]) if has_next else None
+            pending = pool.submit(load, starts[position + 1]) if has_next else None
             yield current
 
 
-def _load_preprocessed(
-    stimuli: StimulusSet, indices: np.ndarray, model: ProbeModel, device: torch.device
-) -> Tensor:
-    """Load images as uint8, move them to ``device`` and preprocess them there.
+def _load_uint8(stimuli: StimulusSet, indices: np.ndarray) -> LoadedBatch:
+    """Images as one uint8 array (B, H, W, 3) when they share a size, else a list of (H, W, 3)."""
+    if stimuli.image_paths is None:  # arrays / HDF5: one vectorised read
+        return stimuli.load_array(indices)
+    images = [np.array(image) for image in stimuli.load(indices)]  # writable copies
+    if len({image.shape for image in images}) == 1:
+        return np.stack(images)
+    return images
+
+
+def _to_model_input(loaded: LoadedBatch, preprocess: Preprocess, device: torch.device) -> Tensor:
+    """Move uint8 images to ``device`` and preprocess them there (batched when possible).
 
     Returns
     -------
     Tensor of shape (B, 3, R, R), float32
     """
-    preprocess = model.preprocess
-    if stimuli.image_paths is None:  # arrays / HDF5: one vectorised batch
-        array = stimuli.load_array(indices)  # (B, H, W, 3) uint8
-        batch = torch.from_numpy(array).permute(0, 3, 1, 2)  # (B, 3, H, W)
-        return preprocess(batch.to(device, non_blocking=True))
-    images = [TF.pil_to_tensor(image) for image in stimuli.load(indices)]  # each (3, H, W)
-    if len({tuple(image.shape) for image in images}) == 1:
-        return preprocess(torch.stack(images).to(device))
-    return torch.cat([preprocess(image[None].to(device)) for image in images])
+    if isinstance(loaded, np.ndarray):
+        batch = torch.from_numpy(loaded).to(device).permute(0, 3, 1, 2)  # (B, 3, H, W)
+        return preprocess(batch)
+    return torch.cat(
+        [preprocess(torch.from_numpy(image).to(device).permute(2, 0, 1)[None]) for image in loaded]
+    )
 
 
 def _as_stimulus_set(images: np.ndarray) -> StimulusSet:

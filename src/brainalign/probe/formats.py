@@ -22,6 +22,8 @@ Example::
 
 from __future__ import annotations
 
+import json
+
 import os
 import shutil
 import tempfile
@@ -73,6 +75,17 @@ def _read_ids(column: pd.Series) -> list[str]:
     return [str(value) for value in column]
 
 
+def _folder_subject(folder: Path) -> str:
+    """The subject named in the folder's optional ``info.json``, else the folder's name."""
+    info = folder / "info.json"
+    if info.is_file():
+        try:
+            return str(json.loads(info.read_text())["subject"])
+        except (ValueError, KeyError) as error:
+            raise ValueError(f"{info}: expected JSON with a 'subject' field ({error})") from None
+    return folder.name
+
+
 def load_fmri_folder(path: str | Path, subject: str | None = None) -> tuple[BrainData, StimulusSet]:
     """Read an fMRI folder in the generic format (see the module docstring).
 
@@ -80,7 +93,7 @@ def load_fmri_folder(path: str | Path, subject: str | None = None) -> tuple[Brai
     ----------
     path : path to the folder
     subject : str, optional
-        Default: the folder's name.
+        Default: ``subject`` of the folder's optional ``info.json``, else the folder's name.
 
     Returns
     -------
@@ -130,7 +143,7 @@ def load_fmri_folder(path: str | Path, subject: str | None = None) -> tuple[Brai
     ids = _read_ids(table["stimulus_id"])
     brain = BrainData(
         modality="fmri",
-        subject=subject if subject is not None else folder.name,
+        subject=subject if subject is not None else _folder_subject(folder),
         data=responses,
         stimulus_ids=ids,
         targets=targets,
@@ -202,6 +215,7 @@ def write_fmri_folder(
     temporary = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
         np.save(temporary / "responses.npy", brain.data)
+        (temporary / "info.json").write_text(json.dumps({"subject": brain.subject}))
         stimuli_table.to_csv(temporary / "stimuli.csv", index=False)
         brain.targets.to_csv(temporary / "targets.csv", index=False)
         if brain.rois is not None and len(brain.rois):
@@ -478,7 +492,11 @@ def load_brain(
     ----------
     spec : str or Path
         A folder with ``responses.npy`` (fMRI), a ``*-epo.fif`` file (MEG), or
-        ``<prefix>:<location>`` for a loader added with :func:`register_brain_loader`.
+        ``<prefix>:<location>?<options>`` for a loader added with
+        :func:`register_brain_loader` (the named data sets ``nsd``, ``algonauts2023``,
+        ``things-fmri`` and ``things-meg`` are always available; option syntax in
+        :mod:`brainalign.probe.datasets.spec`). Every spec, paths included, accepts
+        ``?roi_properties=a.csv,b.csv``: per-ROI property tables merged into ``brain.rois``.
     subject : str, optional
     meg_preparation : MEGPreparation, optional
         For MEG; default ``MEGPreparation()``.
@@ -489,7 +507,17 @@ def load_brain(
     stimuli : StimulusSet aligned with the brain data, or None when the format does not say
         where the images are.
     """
-    text = str(spec)
+    import brainalign.probe.datasets  # noqa: F401  (registers the named data set loaders)
+    from brainalign.probe.datasets.spec import apply_roi_properties, pop_common_options
+
+    text, roi_properties = pop_common_options(spec)
+    brain, stimuli = _dispatch_brain(text, subject=subject, meg_preparation=meg_preparation)
+    return apply_roi_properties(brain, roi_properties), stimuli
+
+
+def _dispatch_brain(
+    text: str, *, subject: str | None, meg_preparation: MEGPreparation | None
+) -> tuple[BrainData, StimulusSet | None]:
     prefix, separator, location = text.partition(":")
     if separator and prefix.lower() in _PREFIX_LOADERS:
         return _PREFIX_LOADERS[prefix.lower()](

@@ -67,7 +67,7 @@ class EncodingConfig:
     seed : int
     """
 
-    alphas: Sequence[float] = field(default_factory=lambda: tuple(DEFAULT_ALPHAS))
+    alphas: list[float] = field(default_factory=lambda: [float(a) for a in DEFAULT_ALPHAS])
     n_folds: int = 5
     inner: Literal["loo"] | int = "loo"
     backend: Literal["auto", "numpy", "torch", "torch_cuda"] = "auto"

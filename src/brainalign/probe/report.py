@@ -11,10 +11,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
 
 def roi_heatmap(table: pd.DataFrame, *, title: str = "") -> Figure:
@@ -22,7 +22,9 @@ def roi_heatmap(table: pd.DataFrame, *, title: str = "") -> Figure:
     rows = table[(table["metric"] == "r") & (table["layer"] >= 0) & table["time"].isna()]
     rows = rows[~rows["group"].isin(["all"]) & ~rows["group"].str.endswith("ms")]
     pivot = rows.pivot_table(index="layer", columns="group", values="value", sort=False)
-    figure, axis = plt.subplots(figsize=(1.0 + 0.5 * max(pivot.shape[1], 2), 1.0 + 0.3 * len(pivot)))
+    figure, axis = plt.subplots(
+        figsize=(1.0 + 0.5 * max(pivot.shape[1], 2), 1.0 + 0.3 * len(pivot))
+    )
     image = axis.imshow(pivot.to_numpy(), aspect="auto", cmap="viridis", origin="lower")
     axis.set_xticks(range(pivot.shape[1]), pivot.columns, rotation=60, ha="right")
     axis.set_yticks(range(len(pivot)), pivot.index)
@@ -104,6 +106,73 @@ def save_figures(
     return written
 
 
-__all__ = ["best_layer_brain_map", "meg_time_courses", "roi_heatmap", "save_figures"]
+def chronology_curves(curve_table: pd.DataFrame, *, title: str = "") -> Figure:
+    """Score curves against training fraction (log axis), one panel per kind of curve.
 
-_ = np  # numpy is kept for callers building tables next to these figures
+    Panels: the three scores, the ROI curves and the MEG-window curves; runs are
+    distinguished by line style when there are several.
+    """
+    panels = [
+        ("scores", curve_table["curve"].isin(["encoding", "spatial_score", "temporal_score"])),
+        ("ROIs", curve_table["curve"].str.startswith("roi/")),
+        ("MEG windows", curve_table["curve"].str.startswith("window/")),
+    ]
+    panels = [(name, mask) for name, mask in panels if mask.any()]
+    figure, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 3.6))
+    axes = np.atleast_1d(axes)
+    styles = ["-", "--", ":", "-."]
+    runs = list(dict.fromkeys(curve_table["run"]))
+    for axis, (name, mask) in zip(axes, panels):
+        rows = curve_table[mask]
+        for (run, subject, modality, curve), line in rows.groupby(
+            ["run", "subject", "modality", "curve"], sort=False
+        ):
+            line = line.sort_values("train_fraction")
+            fraction = line["train_fraction"].clip(lower=1e-4)  # step 0 drawn at the left edge
+            label = curve if len(runs) == 1 else f"{run}: {curve}"
+            axis.plot(
+                fraction,
+                line["value"],
+                styles[runs.index(run) % 4],
+                marker="o",
+                markersize=3,
+                label=f"{subject}/{modality} {label}",
+            )
+        axis.set_xscale("log")
+        axis.set_xlabel("fraction of training (log)")
+        axis.set_title(name)
+        axis.legend(fontsize=6)
+    figure.suptitle(title or "alignment over training")
+    figure.tight_layout()
+    return figure
+
+
+def half_time_vs_distance(times: pd.DataFrame, rois: pd.DataFrame, *, title: str = "") -> Figure:
+    """ROI half time against the ROI's distance from V1 (one point per ROI)."""
+    roi_times = times[times["curve"].str.startswith("roi/")].assign(
+        roi=lambda frame: frame["curve"].str.removeprefix("roi/")
+    )
+    merged = roi_times.merge(rois[["roi", "distance_from_v1"]], on="roi")
+    figure, axis = plt.subplots(figsize=(4.5, 3.6))
+    axis.scatter(merged["distance_from_v1"], merged["half_time"], label="final-value definition")
+    axis.scatter(
+        merged["distance_from_v1"], merged["half_time_rise"], marker="x", label="rise definition"
+    )
+    for _, row in merged.iterrows():
+        axis.annotate(row["roi"], (row["distance_from_v1"], row["half_time"]), fontsize=7)
+    axis.set_xlabel("distance from V1 (mm)")
+    axis.set_ylabel("half time (fraction of training)")
+    axis.set_title(title or "ROI half time vs distance from V1")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+__all__ = [
+    "best_layer_brain_map",
+    "chronology_curves",
+    "half_time_vs_distance",
+    "meg_time_courses",
+    "roi_heatmap",
+    "save_figures",
+]

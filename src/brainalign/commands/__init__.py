@@ -1,0 +1,1 @@
+"""Offline subcommands of the ``brainalign`` command (each module adds one subparser)."""

@@ -1,0 +1,205 @@
+"""``brainalign chronology RUN [RUN ...]``: when does each metric, ROI and MEG window align?
+
+A RUN is a training run folder holding ``chronology.parquet`` (written by BrainProbeCallback),
+or a folder of teacher exports (``<run>/exports/step_*`` or the exports themselves), which are
+then probed first against ``--brain``. Writes ``half_times.csv``, ``summary.json`` and figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from brainalign.commands.probe import (
+    _json_ready,
+    add_probe_options,
+    load_targets,
+    probe_model,
+)
+
+
+def add(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Namespace], None]:
+    parser = subparsers.add_parser(
+        "chronology",
+        help="half times of alignment over training, for one or several runs",
+        description="Half time = training fraction at which a curve first reaches 50%% of its "
+        "final value (or, with the rise definition, 50%% of its gain since the first probe).",
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run folder or exports folder")
+    parser.add_argument(
+        "--out",
+        help="output folder (default: RUN/chronology_report, or "
+        "./chronology_comparison for several runs)",
+    )
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument(
+        "--roi-properties",
+        help="CSV keyed by roi with property columns "
+        "(expansion, thickness, myelin, timescale...) to correlate half times with",
+    )
+    add_probe_options(parser)
+
+    def run(ns: argparse.Namespace) -> None:
+        runs = [Path(path) for path in ns.runs]
+        out = (
+            Path(ns.out)
+            if ns.out
+            else (
+                runs[0] / "chronology_report" if len(runs) == 1 else Path("chronology_comparison")
+            )
+        )
+        if out.exists() and not ns.overwrite:
+            raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+        tables, rois = load_runs(runs, ns)
+        if ns.roi_properties:
+            from brainalign.probe.rois import merge_roi_properties
+
+            rois = {
+                subject: merge_roi_properties(table, ns.roi_properties)
+                for subject, table in rois.items()
+            }
+        summary, times = write_report(tables, rois, out, overwrite=ns.overwrite)
+        print_report(times, summary)
+        print(f"wrote {out}/half_times.csv, summary.json and figures")
+
+    return run
+
+
+def _run_name(path: Path) -> str:
+    return path.name if path.name != "exports" else path.parent.name
+
+
+def _export_folders(path: Path) -> list[Path]:
+    folder = path / "exports" if (path / "exports").is_dir() else path
+    exports = sorted(p.parent for p in folder.glob("*/meta.json"))
+    if (folder / "meta.json").is_file():
+        exports = [folder]
+    return exports
+
+
+def load_runs(runs: list[Path], ns: argparse.Namespace) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Chronology tables by run name and ROI tables by subject."""
+    from brainalign.probe.chronology import read_chronology
+
+    tables: dict[str, pd.DataFrame] = {}
+    rois: dict[str, pd.DataFrame] = {}
+    targets = None
+    for path in runs:
+        if not path.exists():
+            raise FileNotFoundError(f"run folder {path} does not exist")
+        name = _run_name(path)
+        if name in tables:
+            name = str(path)
+        if (path / "chronology.parquet").is_file():
+            tables[name] = read_chronology(path / "chronology.parquet")
+            for csv in sorted((path / "brain_rois").glob("*.csv")):
+                rois.setdefault(csv.stem, pd.read_csv(csv))
+            continue
+        exports = _export_folders(path)
+        if not exports:
+            raise FileNotFoundError(
+                f"{path} holds neither chronology.parquet nor teacher exports "
+                "(folders with meta.json + model.safetensors)"
+            )
+        if not ns.brain:
+            raise ValueError(
+                f"{path} has no chronology.parquet: pass --brain SPEC to probe "
+                f"its {len(exports)} exports"
+            )
+        if targets is None:
+            targets = load_targets(ns)
+        tables[name] = probe_exports(exports, ns, targets)
+        for brain, _ in targets:
+            if brain.modality == "fmri" and brain.rois is not None and not brain.rois.empty:
+                rois.setdefault(brain.subject, with_distance(brain.rois))
+    return tables, rois
+
+
+def with_distance(rois: pd.DataFrame) -> pd.DataFrame:
+    from brainalign.probe.rois import distance_from_v1
+
+    table = rois.copy()
+    if "V1" in set(table["roi"].astype(str)):
+        table["distance_from_v1"] = table["roi"].map(distance_from_v1(table))
+    return table
+
+
+def probe_exports(exports: list[Path], ns: argparse.Namespace, targets: list) -> pd.DataFrame:
+    """Probe every export; the rows carry its step and fraction of training."""
+    from tqdm.auto import tqdm
+
+    tables = []
+    for export in tqdm(exports, desc="probing exports", unit="checkpoint"):
+        meta = json.loads((export / "meta.json").read_text())
+        step = int(meta.get("step", 0))
+        fraction = float(meta.get("train_fraction", step / max(int(meta.get("max_steps", 1)), 1)))
+        result = probe_model(
+            str(export),
+            ns,
+            targets=targets,
+            progress=False,
+            extra_columns={"step": step, "train_fraction": fraction, "status": "ok", "error": ""},
+        )
+        tables.append(result.table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def write_report(
+    tables: dict[str, pd.DataFrame], rois: dict[str, pd.DataFrame], out: Path, *, overwrite: bool
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Half times, summary and figures into ``out`` (atomically)."""
+    import matplotlib.pyplot as plt
+
+    from brainalign.probe.chronology import analyse
+    from brainalign.probe.report import chronology_curves, half_time_vs_distance
+    from brainalign.utils.atomic import atomic_directory
+
+    times, summary, curve_table = analyse(tables, rois)
+    with atomic_directory(out, overwrite=overwrite) as folder:
+        times.to_csv(folder / "half_times.csv", index=False)
+        curve_table.to_csv(folder / "curves.csv", index=False)
+        (folder / "summary.json").write_text(json.dumps(_json_ready(summary), indent=2))
+        figure = chronology_curves(curve_table)
+        figure.savefig(folder / "curves.png", dpi=100)
+        plt.close(figure)
+        for subject, table in rois.items():
+            if "distance_from_v1" not in table:
+                continue
+            subject_times = times[times["subject"] == subject]
+            for run in subject_times["run"].unique():
+                figure = half_time_vs_distance(
+                    subject_times[subject_times["run"] == run], table, title=f"{run}: {subject}"
+                )
+                figure.savefig(folder / f"half_time_vs_distance_{run}_{subject}.png", dpi=100)
+                plt.close(figure)
+    return summary, times
+
+
+def _fmt(value: Any) -> str:
+    return "not reached" if value is None or value != value else f"{value:.3f}"
+
+
+def print_report(times: pd.DataFrame, summary: dict[str, Any]) -> None:
+    """Half time per ROI and the three scores at the first and last probe."""
+    for run, entries in summary.items():
+        for key, entry in entries.items():
+            print(f"[{run}] {key}")
+            for curve in ("encoding", "spatial_score", "temporal_score"):
+                if curve in entry:
+                    values = entry[curve]
+                    print(
+                        f"  {curve:15s} first {values['first']:+.3f}  last {values['last']:+.3f}"
+                        f"  half time {_fmt(values['half_time'])}"
+                        f" (rise: {_fmt(values['half_time_rise'])})"
+                    )
+            if "roi_half_time" in entry:
+                for roi, value in entry["roi_half_time"].items():
+                    rise = entry["roi_half_time_rise"][roi]
+                    print(f"  ROI {roi:8s} half time {_fmt(value)} (rise: {_fmt(rise)})")
+            for name, value in entry.get("roi_half_time_correlations", {}).items():
+                print(f"  r(half time, {name}) = {_fmt(value)}")
