@@ -20,6 +20,16 @@ from collections.abc import Callable, Sequence
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate")
 
+#: Errors of the offline subcommands that describe bad input (named file, field or id): shown
+#: as one line on stderr with exit status 2. Anything else is a bug and keeps its traceback.
+#: KeyError: ids missing from a stimulus set, a dataset missing from an HDF5 file.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    KeyError,
+)
+
 
 def run_lightning(args: Sequence[str]) -> None:
     """Run LightningCLI on the DINOv3 module and the SSL data module."""
@@ -28,7 +38,7 @@ def run_lightning(args: Sequence[str]) -> None:
     from brainalign.train.data import SSLDataModule
     from brainalign.train.module import DINOv3Module
 
-    argv, sys.argv = sys.argv, ["brainalign", *args]
+    argv, sys.argv = sys.argv, [sys.argv[0], *args]  # DDP relaunches sys.argv
     try:
         LightningCLI(
             DINOv3Module,
@@ -100,8 +110,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2)
     try:
         runners[namespace.command](namespace)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        parser.exit(2, f"brainalign {namespace.command}: error: {error}\n")
+    except USER_ERRORS as error:
+        parser.exit(2, f"brainalign {namespace.command}: error: {_message(error)}\n")
+
+
+def _message(error: BaseException) -> str:
+    """The error's text (a KeyError's str() would wrap its message in quotes)."""
+    if isinstance(error, KeyError) and len(error.args) == 1:
+        return str(error.args[0])
+    return str(error)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,9 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_rows_follow_image_numbers_and_ids_join_nsd(root):
-    brain, stimuli = load_brain(f"algonauts2023:{root}?subject=1&fsaverage_dir={root / 'fsaverage'}")
+    brain, stimuli = load_brain(
+        f"algonauts2023:{root}?subject=1&fsaverage_dir={root / 'fsaverage'}"
+    )
     assert brain.stimulus_ids == [nsd_stimulus_id(n) for n in NSD_IDS]
     assert brain.stimulus_ids[2] == "nsd31000"
     # row 3 (train-0003) at rh challenge vertex 4
@@ -121,7 +123,9 @@ def test_missing_subject_and_files(root):
     with pytest.raises(FileNotFoundError, match=r"subj02.*subjects present: \['subj01'\]"):
         load_brain(f"algonauts2023:{root}?subject=2")
     (root / "subj01/training_split/training_fmri/rh_training_fmri.npy").unlink()
-    with pytest.raises(FileNotFoundError, match=r"looked for rh_training_fmri.npy in .*training_fmri"):
+    with pytest.raises(
+        FileNotFoundError, match=r"looked for rh_training_fmri.npy in .*training_fmri"
+    ):
         load_brain(f"algonauts2023:{root}?subject=1")
 
 

@@ -111,8 +111,12 @@ def build_surface(root: Path, *, sessions=(1, 2), with_white: bool = True) -> No
             write_mgh(betas / f"{hemi}.betas_session{session:02d}.mgh", frames)
         ncsnr = (0.1 * (np.arange(n) + 1)).astype(np.float32).reshape(n, 1, 1)
         write_mgh(betas / f"{hemi}.ncsnr.mgh", ncsnr)
-        write_mgh(fsaverage / "label" / f"{hemi}.prf-visualrois.mgz", prf_labels(hemi)[:, None, None])
-        write_mgh(fsaverage / "label" / f"{hemi}.nsdgeneral.mgz", nsdgeneral_labels(hemi)[:, None, None])
+        write_mgh(
+            fsaverage / "label" / f"{hemi}.prf-visualrois.mgz", prf_labels(hemi)[:, None, None]
+        )
+        write_mgh(
+            fsaverage / "label" / f"{hemi}.nsdgeneral.mgz", nsdgeneral_labels(hemi)[:, None, None]
+        )
         if with_white:
             (fsaverage / "surf").mkdir(parents=True, exist_ok=True)
             sign = -1.0 if hemi == "lh" else 1.0
@@ -203,7 +207,7 @@ def test_trial_images_convert_1based_design_to_0based_nsd_ids(surface_root):
 
 # ---------------------------------------------------------------------- surface
 def test_surface_betas_average_repeats_with_planted_values(surface_root):
-    brain, stimuli = load_brain(spec(surface_root, "rois=prf-visualrois"))
+    brain, _ = load_brain(spec(surface_root, "rois=prf-visualrois"))
     expected_images = sorted({image_of_trial(t) for t in range(12)})
     assert brain.stimulus_ids == [f"nsd{i:05d}" for i in expected_images]
     # named image: nsdId 10 (1-based 11, subject image 1) on trials 0, 3 and 7
@@ -293,10 +297,14 @@ def test_zscore_sessions(surface_root):
     zscored = {}
     for session in (0, 1):
         values = np.array([raw[t] for t in range(6 * session, 6 * session + 6)])
-        for t, z in zip(range(6 * session, 6 * session + 6), (values - values.mean()) / values.std()):
+        for t, z in zip(
+            range(6 * session, 6 * session + 6), (values - values.mean()) / values.std()
+        ):
             zscored[t] = z
     row = brain.stimulus_ids.index("nsd00010")
-    assert brain.data[row, column] == pytest.approx(np.mean([zscored[t] for t in (0, 3, 7)]), abs=1e-5)
+    assert brain.data[row, column] == pytest.approx(
+        np.mean([zscored[t] for t in (0, 3, 7)]), abs=1e-5
+    )
 
 
 def test_stimuli_read_lazily_by_nsd_id(surface_root, monkeypatch):
@@ -329,7 +337,9 @@ def test_volume_axis_order_scale_and_affine(volume_root):
     assert brain.data[row, 1] == pytest.approx(expected, rel=1e-6)
     for c, (i, j, k) in enumerate(voxels):
         for r, stimulus_id in enumerate(brain.stimulus_ids):
-            reference = np.mean([volume_beta_int(t, i, j, k) / 300 for t in trials_of(int(stimulus_id[3:]))])
+            reference = np.mean(
+                [volume_beta_int(t, i, j, k) / 300 for t in trials_of(int(stimulus_id[3:]))]
+            )
             assert brain.data[r, c] == pytest.approx(reference, rel=1e-6)
     xyz = targets.loc[1, ["x", "y", "z"]].to_numpy(dtype=float)
     np.testing.assert_allclose(xyz, ORIGIN + SPACING * np.array([1, 2, 3]))

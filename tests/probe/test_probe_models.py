@@ -273,6 +273,33 @@ def test_nn_module_hooks_on_blocks_or_named_layers():
         load_probe_model(nn.Sequential(), resolution=8)
 
 
+class _ChannelsLastStem(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.conv(images).permute(0, 2, 3, 1)  # (B, H, W, C), as Swin stages
+
+
+def test_channels_last_outputs_become_row_major_tokens():
+    torch.manual_seed(0)
+    stem = _ChannelsLastStem().eval()
+    model = HookProbeModel(
+        stem,
+        architecture="test:channels_last",
+        layer_names=[""],
+        token_layout=TokenLayout(has_cls=False),
+        preprocess=Preprocess(resolution=5),
+        channels_last=True,
+    )
+    images = _images(2, size=5)
+    with torch.no_grad():
+        (tokens,) = model.extract(images, [0])
+        expected = stem.conv(images).flatten(2).transpose(1, 2)  # (B, 25, 4)
+    torch.testing.assert_close(tokens, expected)
+
+
 def test_identity_follows_in_place_weight_updates(tiny_backbone):
     model = load_probe_model(tiny_backbone)
     before = model.identity

@@ -7,10 +7,12 @@ import os
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 
+from brainalign.callbacks import BrainProbeCallback
 from brainalign.train.losses import sinkhorn_knopp
 
 
@@ -69,3 +71,22 @@ class RecordSinkhornReduction(Callback):
                     }
                 )
             )
+
+
+class FailingBrainProbe(BrainProbeCallback):
+    """A BrainProbeCallback whose features are NaN at the given steps (a failing probe)."""
+
+    def __init__(self, *, fail_at_steps: list[int], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.fail_at_steps = list(fail_at_steps)
+        self._trainer_step = 0
+
+    def on_train_batch_end(self, trainer, pl_module, *args, **kwargs) -> None:
+        self._trainer_step = trainer.global_step
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+
+    def _extract(self, model, images, layers, device):
+        features = super()._extract(model, images, layers, device)
+        if self._trainer_step in self.fail_at_steps:
+            return {layer: np.full_like(array, np.nan) for layer, array in features.items()}
+        return features

@@ -3,36 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from runs import run_fit, scalar_tags
 from safetensors.torch import load_file
-
-REPO = Path(__file__).resolve().parents[2]
-SMOKE = REPO / "configs" / "experiments" / "smoke.yaml"
-BRAINALIGN = Path(sys.executable).parent / "brainalign"
-
-
-def run_fit(tmp_path: Path, *extra: str, overrides: dict | None = None, check: bool = True):
-    config = tmp_path / "override.yaml"
-    config.write_text(yaml.safe_dump(overrides or {}))
-    env = dict(os.environ, PYTHONPATH=str(REPO / "tests" / "support"), OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [str(BRAINALIGN), "fit", "--config", str(SMOKE), "--config", str(config), *extra],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"fit failed ({result.returncode}):\n{result.stderr[-4000:]}")
-    return result
 
 
 def folder_of_images(root: Path, n: int = 48) -> Path:
@@ -45,17 +22,6 @@ def folder_of_images(root: Path, n: int = 48) -> Path:
     for index, image in enumerate(images):
         Image.fromarray(image).save(root / f"img{index:03d}.png")
     return root
-
-
-def scalar_tags(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(log_dir))
-    accumulator.Reload()
-    return {
-        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
-        for tag in accumulator.Tags()["scalars"]
-    }
 
 
 @pytest.mark.slow

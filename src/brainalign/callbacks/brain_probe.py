@@ -188,6 +188,7 @@ class BrainProbeCallback(Callback):
         self.failed_steps: list[int] = []
         self.last_summary: dict[str, dict[str, Any]] = {}
         self._targets: list[_Target] | None = None
+        self._run_dir: Path | None = None
         self._layout_written = False
         self._hparams_written = False
         self.probe_seconds: list[float] = []
@@ -233,11 +234,15 @@ class BrainProbeCallback(Callback):
             fractions=self.fractions,
         )
 
-    @staticmethod
-    def run_dir(trainer: L.Trainer) -> Path:
-        return Path(trainer.log_dir or trainer.default_root_dir)
+    def run_dir(self, trainer: L.Trainer) -> Path:
+        """The run folder; resolved on every rank at train start (``log_dir`` is a collective)."""
+        if self._run_dir is None:
+            self._run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        return self._run_dir
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._run_dir = None
+        self.run_dir(trainer)  # every rank, before any rank-0-only work
         if self._skipped(trainer):
             return
         if trainer.is_global_zero:
@@ -451,9 +456,10 @@ class BrainProbeCallback(Callback):
             return
         permille = round(fraction * 1000)
         for tag, value in values.items():
-            if math.isfinite(value):
-                writer.add_scalar(tag, value, step)
-                writer.add_scalar(tag.replace("brain/", "brain_vs_fraction/", 1), value, permille)
+            # NaN is logged too (e.g. a temporal score when every layer peaks at the same time):
+            # every scheduled probe leaves one point per tag.
+            writer.add_scalar(tag, value, step)
+            writer.add_scalar(tag.replace("brain/", "brain_vs_fraction/", 1), value, permille)
         if self.log_figures:
             self._log_figures(writer, scores, step)
         writer.flush()
@@ -508,13 +514,17 @@ class BrainProbeCallback(Callback):
             writer.add_custom_scalars(layout)
             self._layout_written = True
         if not self._hparams_written:
+            from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+            # The HParams view pairs these factors with the latest value of each metric tag;
+            # writing the summaries directly (not through log_hyperparams) logs no extra scalar.
             metrics = {
                 tag: value for values in self.last_summary.values() for tag, value in values.items()
             }
-            params = hparams_of_run(trainer, pl_module)
-            for logger in trainer.loggers:
-                if isinstance(logger, TensorBoardLogger):
-                    logger.log_hyperparams(params, metrics=metrics)
+            experiment, start, end = hparams_summary(hparams_of_run(trainer, pl_module), metrics)
+            for summary in (experiment, start, end):
+                writer.file_writer.add_summary(summary)
+            writer.flush()
             self._hparams_written = True
 
     # ------------------------------------------------------------------ resume
@@ -527,17 +537,37 @@ class BrainProbeCallback(Callback):
 
 
 def hparams_of_run(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-    """The factors a run varies: model size, data mixture, number of steps."""
-    params: dict[str, Any] = {"max_steps": int(trainer.max_steps)}
-    hparams = getattr(pl_module, "hparams", {})
+    """The factors a run varies (model size, data mixture, number of steps) + the module's hparams.
+
+    Values are flattened to scalars (``optim/base_lr``) as the HParams view needs.
+    """
+    params: dict[str, Any] = {}
+    hparams = dict(getattr(pl_module, "hparams", {}))
+    _flatten_into(params, "", hparams)
+    params["max_steps"] = int(trainer.max_steps)
     params["model_size"] = str(hparams.get("backbone", type(pl_module).__name__))
-    datamodule = trainer.datamodule
-    describe = getattr(datamodule, "describe_sources", None)
+    describe = getattr(trainer.datamodule, "describe_sources", None)
     if callable(describe):
         params["data"] = ", ".join(
             f"{source['name']}:{source['weight']:g}" for source in describe()
         )
     return params
+
+
+def _flatten_into(out: dict[str, Any], prefix: str, value: Any) -> None:
+    if hasattr(value, "__dataclass_fields__"):
+        value = {name: getattr(value, name) for name in value.__dataclass_fields__}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten_into(out, f"{prefix}{key}/" if prefix or key else "", item)
+        return
+    key = prefix.rstrip("/")
+    if isinstance(value, bool | int | float | str):
+        out[key] = value
+    elif value is None:
+        out[key] = "None"
+    else:
+        out[key] = str(value)
 
 
 def _failure_rows(model: str, step: int, fraction: float, error: Exception) -> pd.DataFrame:

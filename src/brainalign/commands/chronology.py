@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,12 +72,16 @@ def add(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Namespace]
 
 
 def _run_name(path: Path) -> str:
+    path = path.resolve()  # "." names the current folder
     return path.name if path.name != "exports" else path.parent.name
 
 
 def _export_folders(path: Path) -> list[Path]:
+    """Export folders of a run; hidden ones are exports still being written (or left by a kill)."""
     folder = path / "exports" if (path / "exports").is_dir() else path
-    exports = sorted(p.parent for p in folder.glob("*/meta.json"))
+    exports = sorted(
+        p.parent for p in folder.glob("*/meta.json") if not p.parent.name.startswith(".")
+    )
     if (folder / "meta.json").is_file():
         exports = [folder]
     return exports
@@ -175,9 +180,15 @@ def write_report(
                 figure = half_time_vs_distance(
                     subject_times[subject_times["run"] == run], table, title=f"{run}: {subject}"
                 )
-                figure.savefig(folder / f"half_time_vs_distance_{run}_{subject}.png", dpi=100)
+                name = _file_part(f"half_time_vs_distance_{run}_{subject}")
+                figure.savefig(folder / f"{name}.png", dpi=100)
                 plt.close(figure)
     return summary, times
+
+
+def _file_part(text: str) -> str:
+    """``text`` usable as a file name (a run named by its path, ``a/run``, has a slash)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "run"
 
 
 def _fmt(value: Any) -> str:
@@ -202,4 +213,6 @@ def print_report(times: pd.DataFrame, summary: dict[str, Any]) -> None:
                     rise = entry["roi_half_time_rise"][roi]
                     print(f"  ROI {roi:8s} half time {_fmt(value)} (rise: {_fmt(rise)})")
             for name, value in entry.get("roi_half_time_correlations", {}).items():
-                print(f"  r(half time, {name}) = {_fmt(value)}")
+                text = "n/a (needs 3+ ROIs with differing half times)"
+                text = text if value is None else f"{value:+.3f}"
+                print(f"  r(half time, {name}) = {text}")

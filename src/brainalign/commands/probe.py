@@ -122,7 +122,6 @@ def _encoding_config(ns: argparse.Namespace) -> Any:
 
 def load_targets(ns: argparse.Namespace) -> list[tuple[Any, Any]]:
     """Load, align and clean every ``--brain`` data set (all checks before extraction)."""
-    from brainalign.callbacks.brain_probe import _read_stimuli
     from brainalign.probe.formats import load_brain
 
     targets = []
@@ -143,6 +142,14 @@ def load_targets(ns: argparse.Namespace) -> list[tuple[Any, Any]]:
     return targets
 
 
+def _read_stimuli(spec: str) -> Any:
+    """A stimulus folder (ids = file stems) or a CSV table with stimulus_id, image_path."""
+    from brainalign.probe.stimuli import StimulusSet
+
+    path = Path(spec)
+    return StimulusSet.from_folder(path) if path.is_dir() else StimulusSet.from_table(path)
+
+
 def probe_model(
     model_spec: str,
     ns: argparse.Namespace,
@@ -152,16 +159,17 @@ def probe_model(
     extra_columns: dict[str, Any] | None = None,
 ) -> ProbeRun:
     """Probe one model against every target of ``ns``; returns the table and summary."""
-    from brainalign.probe.cache import FeatureCache
-    from brainalign.probe.features import extract_features, reduce_features, select_layers
-    from brainalign.probe.models import load_probe_model
-    from brainalign.probe.pipeline import score_layers
-
     kinds = [kind.strip() for kind in ns.features.split(",") if kind.strip()]
     unknown = sorted(set(kinds) - {"activation"})
     if unknown:
         raise ValueError(f"unknown feature kinds {unknown}: this version computes 'activation'")
     targets = targets if targets is not None else load_targets(ns)
+    # torch, timm and scikit-learn load only once the cheap checks above have passed
+    from brainalign.probe.cache import FeatureCache
+    from brainalign.probe.features import extract_features, reduce_features, select_layers
+    from brainalign.probe.models import load_probe_model
+    from brainalign.probe.pipeline import score_layers
+
     model = load_probe_model(
         model_spec, weights=ns.weights, allow_pickle=ns.allow_pickle, network=ns.network
     )

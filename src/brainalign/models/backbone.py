@@ -79,7 +79,7 @@ class DinoBackbone(nn.Module):
 
     @property
     def n_registers(self) -> int:
-        return int(self.vit.num_reg_tokens)
+        return self.n_prefix_tokens - 1  # prefix = class token + registers
 
     @property
     def n_prefix_tokens(self) -> int:

@@ -115,7 +115,7 @@ def half_time(
     Parameters
     ----------
     fractions : sequence of float
-        Training fractions of the probes, increasing.
+        Training fractions of the probes, strictly increasing.
     values : sequence of float
         The curve at those fractions.
     definition : {"final", "rise"}
@@ -129,17 +129,25 @@ def half_time(
         Linear interpolation between the last probe below the threshold and the first at or
         above it; the first fraction if the first probe is already above; NaN when the
         threshold is undefined or never reached.
+
+    Raises
+    ------
+    ValueError
+        If the fractions are not strictly increasing, or for an unknown ``definition``.
     """
     x = np.asarray(fractions, dtype=np.float64)
     y = np.asarray(values, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError("fractions and values must be 1-d arrays of the same length")
+    if not np.all(np.isfinite(x)) or np.any(np.diff(x) <= 0):
+        raise ValueError(
+            "fractions must be finite and strictly increasing (one probe per fraction); "
+            f"got {x.tolist()}"
+        )
     keep = np.isfinite(y)
     x, y = x[keep], y[keep]
     if len(x) == 0:
         return math.nan
-    if np.any(np.diff(x) < 0):
-        raise ValueError("fractions must be increasing")
     final, first = y[-1], y[0]
     if definition == "final":
         if final <= 0:

@@ -30,6 +30,7 @@ from brainalign.probe.stimuli import StimulusSet
 
 __all__ = [
     "POOLINGS",
+    "check_pooling",
     "extract_features",
     "pool_tokens",
     "reduce_features",

@@ -55,6 +55,7 @@ __all__ = [
     "ProbeModel",
     "TimmProbeModel",
     "TokenLayout",
+    "load_lightning_backbone",
     "load_probe_model",
     "read_weights_file",
 ]
@@ -804,10 +805,12 @@ def _torchvision_layers(model: nn.Module, name: str) -> list[str]:
     if isinstance(features, nn.Sequential):  # ConvNeXt, EfficientNet, MobileNet, VGG, Swin
         names = []
         for child_name, child in features.named_children():
+            # Split a stage into its blocks (modules with submodules and weights), but keep
+            # a conv-norm-activation unit whole so that its output is post-activation.
             blocks = [
                 block_name
                 for block_name, block in child.named_children()
-                if any(True for _ in block.parameters())
+                if any(True for _ in block.children()) and any(True for _ in block.parameters())
             ]
             if isinstance(child, nn.Sequential) and len(blocks) >= 2:
                 names.extend(f"features.{child_name}.{block}" for block in blocks)

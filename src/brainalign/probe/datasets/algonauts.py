@@ -134,9 +134,10 @@ def _hemisphere_targets(
         mapping = _read_mapping(mapping_path)
         available |= {name for value, name in mapping.items() if value > 0}
         candidates = np.flatnonzero((values > 0) & (names == ""))
+        present, inverse = np.unique(values[candidates], return_inverse=True)
         labelled = np.array(
-            [mapping.get(int(v), f"{family}-{int(v)}") for v in values[candidates]], dtype=object
-        )
+            [mapping.get(int(v), f"{family}-{int(v)}") for v in present], dtype=object
+        )[inverse]
         if options.labels is not None:
             keep = np.isin(labelled, list(options.labels))
             candidates, labelled = candidates[keep], labelled[keep]

@@ -147,7 +147,7 @@ class NSDOptions:
     roi_dir: Path | None = None
     fsaverage_dir: Path | None = None
     stimuli: Path | None = None
-    chunk_trials: int = 125
+    chunk_trials: int = 50
 
     def __post_init__(self) -> None:
         if self.subject is not None and self.subject not in NSD_SESSIONS:
@@ -364,9 +364,10 @@ def _assign_labels(
     for family, values, table in label_maps:
         values = values.reshape(-1)
         candidates = (values > 0) & (names == "")
-        named = np.array(
-            [table.get(int(v), f"{family}-{int(v)}") for v in values[candidates]], dtype=object
-        )
+        present, inverse = np.unique(values[candidates], return_inverse=True)
+        named = np.array([table.get(int(v), f"{family}-{int(v)}") for v in present], dtype=object)[
+            inverse
+        ]
         if labels is not None:
             keep = np.isin(named, list(labels))
             positions = np.flatnonzero(candidates)[keep]
@@ -529,17 +530,19 @@ def _read_session(
     if options.space == "fsaverage":
         import nibabel
 
-        blocks = []
+        values = np.empty((n_trials, len(targets.table)), dtype=np.float32)
+        offset = 0
         for hemi, path in zip(options.hemis, files):
             vertices = targets.hemi_indices[hemi]
+            columns = slice(offset, offset + vertices.size)
+            everything = vertices.size == targets.n_per_hemi[hemi]
             proxy = nibabel.load(str(path)).dataobj
-            hemi_values = np.empty((n_trials, vertices.size), dtype=np.float32)
             for start in chunks:
                 stop = min(start + options.chunk_trials, n_trials)
-                frames = np.asarray(proxy[:, 0, 0, start:stop])  # (n_vertices, chunk)
-                hemi_values[start:stop] = frames[vertices].T  # (chunk, n_selected)
-            blocks.append(hemi_values)
-        return np.concatenate(blocks, axis=1)  # (trials, n_targets)
+                frames = np.asarray(proxy[:, 0, 0, start:stop]).T  # (chunk, n_vertices)
+                values[start:stop, columns] = frames if everything else frames[:, vertices]
+            offset += vertices.size
+        return values  # (trials, n_targets)
     import h5py
 
     voxel_table = targets.table

@@ -36,6 +36,7 @@ import pandas as pd
 
 from brainalign.probe.brain_data import BrainData
 from brainalign.probe.datasets._common import (
+    TrialGroups,
     average_trials,
     find_images,
     group_trials,
@@ -342,23 +343,20 @@ def load_things_fmri(
     kept_types = ("train", "test") if options.split == "all" else (options.split,)
     usable = trial_types.isin(("train", "test")).to_numpy()  # catch and others dropped
     read_columns = [trial_columns[i] for i in np.flatnonzero(usable)]
-    read_columns_with_id = read_columns + (["voxel_id"] if "voxel_id" in columns else [])
-    values = read_pandas_fixed_frame(
-        files["responses"],
-        read_columns_with_id,
-        voxel_rows,
-        chunk_rows=options.chunk_voxels,
-        dtype=np.float64,
-    )  # (n_voxels, n_trials [+ 1])
     if "voxel_id" in columns and "voxel_id" in voxels.columns:
-        response_ids = values[:, -1].astype(np.int64)
+        response_ids = read_pandas_fixed_frame(
+            files["responses"], ["voxel_id"], voxel_rows, dtype=np.int64
+        )[:, 0]
         table_ids = voxels["voxel_id"].to_numpy(dtype=np.int64)[voxel_rows]
         if not np.array_equal(response_ids, table_ids):
             raise ValueError(
                 f"voxel_id differs between {files['responses']} and {files['voxels']}; the two "
                 "files must list the same voxels in the same order"
             )
-    responses = values[:, : len(read_columns)].T.astype(np.float32)  # (n_trials, n_voxels)
+    values = read_pandas_fixed_frame(
+        files["responses"], read_columns, voxel_rows, chunk_rows=options.chunk_voxels
+    )  # (n_voxels, n_trials) float32
+    responses = values.T  # (n_trials, n_voxels), a view: no second copy
     usable_trials = trials[usable].reset_index(drop=True)
     if options.zscore_sessions:
         for session in pd.unique(usable_trials["session"]):
@@ -368,9 +366,12 @@ def load_things_fmri(
     if selected.size == 0:
         raise ValueError(f"{files['stimuli']} has no {options.split} trial")
     stimulus_ids = [Path(str(name)).stem for name in usable_trials["stimulus"].iloc[selected]]
-    groups = group_trials(stimulus_ids, sort=True)
+    within_selection = group_trials(stimulus_ids, sort=True)
+    groups = TrialGroups(  # trial positions in `responses` (no copy of the selected trials)
+        within_selection.stimulus_ids, [selected[rows] for rows in within_selection.trial_rows]
+    )
     data, repeats = average_trials(
-        responses[selected],
+        responses,
         groups,
         keep_repeats=options.keep_repeats,
         where=f"THINGS-fMRI sub-{options.subject:02d}: ",

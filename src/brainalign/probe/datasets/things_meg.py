@@ -37,6 +37,7 @@ image folder>`` (looked up at ``images/<image_path>`` then by stem), else stimul
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -107,7 +108,8 @@ class ThingsMegOptions:
     zscore : bool
         Z-score each (channel, time) across trials (MEGPreparation.zscore).
     picks : str
-        Channel type or comma-free channel selection for MNE (MEGPreparation.picks).
+        MNE channel type to keep (MEGPreparation.picks): ``mag`` keeps the CTF axial
+        gradiometers and leaves out reference channels.
     trigger_channel : str
     trigger_value : int
     keep_repeats : bool
@@ -199,7 +201,7 @@ def _stimulus_ids(image_paths: pd.Series) -> list[str]:
 def _keep_trials(trial_types: pd.Series, split: str) -> np.ndarray:
     """Trials to keep: not catch, and in the split."""
     types = trial_types.astype(str).str.lower()
-    keep = (types != "catch").to_numpy()
+    keep = (types != "catch").to_numpy().copy()
     if split == "test":
         keep &= (types == "test").to_numpy()
     elif split == "train":
@@ -304,6 +306,11 @@ def _onset_samples(raw: mne.io.BaseRaw, run: _Run, options: ThingsMegOptions) ->
         if "onset" not in table.columns:
             raise ValueError(f"{run.events_tsv} has no 'onset' column: {list(table.columns)}")
         onsets = pd.to_numeric(table["onset"], errors="coerce").to_numpy()
+        if np.isnan(onsets).any():
+            raise ValueError(
+                f"{run.events_tsv}: {int(np.isnan(onsets).sum())} rows have no numeric onset "
+                "(n/a); onsets=events needs one onset per trial"
+            )
         samples = raw.first_samp + np.rint(onsets * raw.info["sfreq"]).astype(np.int64)
         source = f"rows of {run.events_tsv.name}"
     if samples.size != run.attribute_rows.size:
@@ -384,24 +391,32 @@ def _read_bids(
     attributes = _read_attributes(attributes_path)
     runs = _find_runs(root, subject, options, attributes)
     keep = _keep_trials(attributes["trial_type"], options.split)
-    blocks, rows, channels, last_epochs = [], [], None, None
+    blocks, rows, channel_lists, last_epochs = [], [], [], None
     for run in runs:
         data, kept_rows, epochs = _epoch_run(run, keep, options, preparation)
         if epochs is None:
             continue
-        if channels is None:
-            channels = epochs.ch_names
-        elif epochs.ch_names != channels:
-            raise ValueError(
-                f"{run.label} has channels that differ from the first run "
-                f"({len(epochs.ch_names)} vs {len(channels)}); mark the same channels bad in "
-                "every run's channels.tsv"
-            )
         blocks.append(data)
         rows.append(kept_rows)
+        channel_lists.append(list(epochs.ch_names))
         last_epochs = epochs
     if not blocks:
         raise ValueError(f"THINGS-MEG subject {subject}: no {options.split} trial in the runs read")
+    common = [name for name in channel_lists[0] if all(name in names for names in channel_lists)]
+    if any(names != common for names in channel_lists):
+        dropped = sorted({name for names in channel_lists for name in names} - set(common))
+        warnings.warn(
+            f"THINGS-MEG subject {subject}: runs differ in their (good) channels; keeping the "
+            f"{len(common)} channels every run has, dropping {dropped}",
+            UserWarning,
+            stacklevel=3,
+        )
+        blocks = [
+            block[:, [names.index(name) for name in common]]
+            for block, names in zip(blocks, channel_lists)
+        ]
+        last_names = channel_lists[-1]
+        last_epochs = last_epochs.copy().pick([last_names.index(name) for name in common])
     trials = np.concatenate(blocks)  # (n_trials, C, T)
     table = attributes.iloc[np.concatenate(rows)].reset_index(drop=True)
     return trials, table, last_epochs
@@ -444,8 +459,11 @@ def _load_one(
 ) -> tuple[BrainData, StimulusSet | None]:
     if location.is_file():
         trials, table, epochs = _read_epochs_file(location, options, preparation)
-        name = location.name.split("-epo")[0].split("_epo")[0]
-        subject_name = f"BIGMEG{subject}" if subject is not None else name
+        named = re.search(r"_P(\d+)-epo", location.name)
+        if subject is None and named is not None:
+            subject = int(named.group(1))
+        fallback = location.name.split("-epo")[0].split("_epo")[0]
+        subject_name = f"BIGMEG{subject}" if subject is not None else fallback
     elif options.source == "epochs":
         if subject is None:
             raise ValueError("THINGS-MEG needs a subject: add ?subject=N (1..4)")
