@@ -44,6 +44,7 @@ def run_lightning(args: Sequence[str]) -> None:
             DINOv3Module,
             SSLDataModule,
             save_config_kwargs={"overwrite": True},
+            parser_kwargs={"allow_abbrev": False},  # a misspelt prefix is an error, not a match
             seed_everything_default=0,
             auto_configure_optimizers=False,
         )

@@ -126,6 +126,9 @@ def test_config_key_typo_is_a_clear_error(tmp_path):
     result = run_fit(tmp_path, "--model.backbon", "vit_tiny_test", check=False)
     assert result.returncode != 0
     assert "backbon" in result.stderr
+    result = run_fit(tmp_path, overrides={"data": {"bacth_size": 8}}, check=False)
+    assert result.returncode != 0
+    assert "bacth_size" in result.stderr
 
 
 def test_unknown_model_name_is_a_clear_error(tmp_path):

@@ -12,12 +12,14 @@ Configured in YAML like any Lightning callback::
 
 At each scheduled step (step 0 included: chronology needs the untrained point) it extracts
 features of a fixed stimulus subset from the EMA teacher (or the student), split across ranks
-and gathered; rank 0 fits the ridge encoders (:mod:`brainalign.probe`), logs scalars, figures,
-hparams and a custom-scalars layout to TensorBoard, and appends the rows to
-``<run>/chronology.parquet``; the other ranks wait at a barrier. A probe that fails (NaN
-features, a singular fit...) is logged and recorded as failed, and training goes on (``strict``
-re-raises). The schedule position lives in ``state_dict``, so a resumed run neither repeats nor
-skips a probe.
+and gathered: activations, and with ``feature_kinds: [activation, gradient]`` also the
+per-image gradients of the module's own DINO + iBOT objective with the current teacher held
+fixed (:mod:`brainalign.train.gradient_objective`). Rank 0 fits the ridge encoders
+(:mod:`brainalign.probe`), logs scalars, figures, hparams and a custom-scalars layout to
+TensorBoard, and appends the rows to ``<run>/chronology.parquet``; the other ranks wait at a
+barrier. A probe that fails (NaN features, a singular fit...) is logged and recorded as failed,
+and training goes on (``strict`` re-raises). The schedule position lives in ``state_dict``, so
+a resumed run neither repeats nor skips a probe.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ from brainalign.probe.brain_data import BrainData
 from brainalign.probe.chronology import append_chronology, truncate_chronology
 from brainalign.probe.features import Pooling, extract_features, select_layers
 from brainalign.probe.formats import load_brain
+from brainalign.probe.gradients import Objective, extract_gradient_features
 from brainalign.probe.models import DinoProbeModel
+from brainalign.probe.objectives import InvarianceObjective
 from brainalign.probe.pipeline import (
     DEFAULT_MEG_WINDOWS,
     EncodingConfig,
@@ -53,6 +57,7 @@ from brainalign.probe.pipeline import (
 )
 from brainalign.probe.rois import distance_from_v1
 from brainalign.probe.stimuli import StimulusSet
+from brainalign.train.gradient_objective import DinoGradientObjective
 from brainalign.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -113,7 +118,10 @@ class BrainProbeCallback(Callback):
     pooling : {"cls", "mean", "registers", "cls+mean"}
     network : {"teacher", "student"}
     feature_kinds : list of str
-        ``activation`` (``gradient`` needs the gradient feature kind).
+        ``activation`` and/or ``gradient``: gradients of the module's DINO + iBOT objective
+        (current teacher fixed, per-image targets) w.r.t. each probed layer of ``network``,
+        pooled like activations. A module without DINO heads falls back to the invariance
+        objective (with a warning).
     schedule : {"log", "every", "fractions"}
     n_probes, every_n_steps, fractions
         Parameters of the schedule (see :func:`probe_steps`).
@@ -165,15 +173,13 @@ class BrainProbeCallback(Callback):
         unknown = sorted(set(kinds) - {"activation", "gradient"})
         if unknown:
             raise ValueError(f"unknown feature kinds {unknown}: use activation or gradient")
-        if "gradient" in kinds:
-            raise ValueError("feature kind 'gradient' is not available in this version")
         self.brain_specs = list(brain)
         self.stimuli_spec = stimuli
         self.max_stimuli = max_stimuli
         self.layers = layers
         self.pooling = pooling
         self.network = network
-        self.feature_kinds = kinds
+        self.feature_kinds = list(dict.fromkeys(kinds))
         self.schedule = schedule
         self.n_probes = n_probes
         self.every_n_steps = every_n_steps
@@ -309,20 +315,60 @@ class BrainProbeCallback(Callback):
 
     def _extract_all(
         self, trainer: L.Trainer, pl_module: L.LightningModule
-    ) -> list[dict[int, np.ndarray]]:
-        """This rank's share of features: stimuli ``rank::world`` of every target."""
+    ) -> list[dict[str, dict[int, np.ndarray]]]:
+        """This rank's share of features, per target and kind: stimuli ``rank::world``."""
         model = self._probe_model(pl_module)
         layers = select_layers(model.depth, self.layers)
+        objective = None
+        if "gradient" in self.feature_kinds:
+            objective = self._objective(pl_module, trainer.global_step)
         was_training = model.module.training
         model.module.eval()
         try:
             shares = []
             for target in self._targets or []:
                 rows = np.arange(trainer.global_rank, len(target.images), trainer.world_size)
-                shares.append(self._extract(model, target.images[rows], layers, pl_module.device))
+                images = target.images[rows]
+                share = {}
+                for kind in self.feature_kinds:
+                    if kind == "activation":
+                        share[kind] = self._extract(model, images, layers, pl_module.device)
+                    else:
+                        share[kind] = self._extract_gradients(
+                            model, images, layers, pl_module.device, objective
+                        )
+                shares.append(share)
             return shares
         finally:
             model.module.train(was_training)
+
+    @staticmethod
+    def _objective(pl_module: L.LightningModule, step: int) -> Objective:
+        """The module's own SSL objective at ``step`` (its current teacher, held fixed)."""
+        try:
+            return DinoGradientObjective.from_module(pl_module, step=step)
+        except ValueError as error:
+            log.warning("gradient features use the invariance objective: %s", error)
+            return InvarianceObjective()
+
+    def _extract_gradients(
+        self,
+        model: DinoProbeModel,
+        images: np.ndarray,
+        layers: list[int],
+        device: torch.device,
+        objective: Objective,
+    ) -> dict[int, np.ndarray]:
+        return extract_gradient_features(
+            model,
+            images,
+            objective,
+            layers=layers,
+            pooling=self.pooling,
+            batch_size=self.batch_size,
+            device=device,
+            progress=False,
+        )
 
     def _extract(
         self, model: DinoProbeModel, images: np.ndarray, layers: list[int], device: torch.device
@@ -338,8 +384,8 @@ class BrainProbeCallback(Callback):
         )
 
     def _gather(
-        self, trainer: L.Trainer, features: list[dict[int, np.ndarray]] | None
-    ) -> list[dict[int, np.ndarray]] | None:
+        self, trainer: L.Trainer, features: list[dict[str, dict[int, np.ndarray]]] | None
+    ) -> list[dict[str, dict[int, np.ndarray]]] | None:
         """Reassemble every target's features on rank 0 (None if any rank failed)."""
         world = trainer.world_size
         if world == 1 or not (dist.is_available() and dist.is_initialized()):
@@ -350,12 +396,14 @@ class BrainProbeCallback(Callback):
             return None
         gathered = []
         for index, target in enumerate(self._targets or []):
-            full = {}
-            for layer in parts[0][index]:
-                array = np.empty((len(target.images), parts[0][index][layer].shape[1]), np.float32)
-                for rank, part in enumerate(parts):
-                    array[rank::world] = part[index][layer]
-                full[layer] = array
+            full: dict[str, dict[int, np.ndarray]] = {}
+            for kind, layer_arrays in parts[0][index].items():
+                full[kind] = {}
+                for layer, first in layer_arrays.items():
+                    array = np.empty((len(target.images), first.shape[1]), np.float32)
+                    for rank, part in enumerate(parts):
+                        array[rank::world] = part[index][kind][layer]
+                    full[kind][layer] = array
             gathered.append(full)
         return gathered
 
@@ -364,7 +412,7 @@ class BrainProbeCallback(Callback):
         trainer: L.Trainer,
         pl_module: L.LightningModule,
         step: int,
-        features: list[dict[int, np.ndarray]] | None,
+        features: list[dict[str, dict[int, np.ndarray]]] | None,
         failure: Exception | None,
     ) -> bool:
         fraction = step / trainer.max_steps
@@ -375,13 +423,18 @@ class BrainProbeCallback(Callback):
             model = self._probe_model(pl_module)
             depths = dict(enumerate(model.relative_depths))
             results = []
-            for target, layer_features in zip(self._targets or [], features):
-                bad = [
-                    layer for layer, array in layer_features.items() if not np.isfinite(array).all()
-                ]
-                if bad:
-                    raise FloatingPointError(f"non-finite features in layers {bad} at step {step}")
+            for target, kind_features in zip(self._targets or [], features):
                 for kind in self.feature_kinds:
+                    layer_features = kind_features[kind]
+                    bad = [
+                        layer
+                        for layer, array in layer_features.items()
+                        if not np.isfinite(array).all()
+                    ]
+                    if bad:
+                        raise FloatingPointError(
+                            f"non-finite {kind} features in layers {bad} at step {step}"
+                        )
                     results.append(
                         score_layers(
                             layer_features,
@@ -431,6 +484,9 @@ class BrainProbeCallback(Callback):
         summary, table = scores.summary, scores.table
         prefix = self._prefix(summary)
         values = {f"{prefix}/encoding": summary["encoding_score"]}
+        for key in ("spatial_score_backward_order", "temporal_score_backward_order"):
+            if key in summary:  # gradient features (Study B)
+                values[f"{prefix}/{key}"] = summary[key]
         if summary["modality"] == "fmri":
             values[f"{prefix}/spatial_score"] = summary["spatial_score"]
             for roi, value in summary["roi_encoding"].items():

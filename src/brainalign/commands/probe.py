@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,20 @@ def add_probe_options(parser: argparse.ArgumentParser) -> None:
         "--pooling", default="mean", choices=["cls", "mean", "registers", "cls+mean"]
     )
     parser.add_argument(
-        "--features", default="activation", help="feature kinds, comma-separated (activation)"
+        "--features",
+        default="activation",
+        help="feature kinds, comma-separated: activation, gradient (e.g. activation,gradient)",
+    )
+    parser.add_argument(
+        "--gradient-loss",
+        default="auto",
+        choices=["auto", "ssl", "invariance", "supervised"],
+        help="loss of gradient features: ssl (DINO + iBOT, fixed teacher; needs a .ckpt), "
+        "invariance (two seeded views, any model), supervised (classifier + --labels); "
+        "auto: ssl for a .ckpt, else invariance",
+    )
+    parser.add_argument(
+        "--labels", help="CSV with stimulus_id,label columns (for --gradient-loss supervised)"
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--n-folds", type=int, default=5)
@@ -159,14 +173,15 @@ def probe_model(
     extra_columns: dict[str, Any] | None = None,
 ) -> ProbeRun:
     """Probe one model against every target of ``ns``; returns the table and summary."""
-    kinds = [kind.strip() for kind in ns.features.split(",") if kind.strip()]
-    unknown = sorted(set(kinds) - {"activation"})
-    if unknown:
-        raise ValueError(f"unknown feature kinds {unknown}: this version computes 'activation'")
+    kinds = list(dict.fromkeys(kind.strip() for kind in ns.features.split(",") if kind.strip()))
+    unknown = sorted(set(kinds) - {"activation", "gradient"})
+    if unknown or not kinds:
+        raise ValueError(f"unknown feature kinds {unknown or kinds}: use activation, gradient")
     targets = targets if targets is not None else load_targets(ns)
     # torch, timm and scikit-learn load only once the cheap checks above have passed
     from brainalign.probe.cache import FeatureCache
     from brainalign.probe.features import extract_features, reduce_features, select_layers
+    from brainalign.probe.gradients import extract_gradient_features
     from brainalign.probe.models import load_probe_model
     from brainalign.probe.pipeline import score_layers
 
@@ -177,20 +192,27 @@ def probe_model(
     depths = {layer: model.relative_depths[layer] for layer in layers}
     cache = FeatureCache(ns.cache_dir) if ns.cache_dir else None
     config = _encoding_config(ns)
+    objectives: list[Any] = [None] * len(targets)
+    if "gradient" in kinds and getattr(ns, "gradient_loss", "auto") == "supervised":
+        objectives = [gradient_objective(model_spec, ns, stimuli) for _, stimuli in targets]
+    elif "gradient" in kinds:  # one objective (e.g. a checkpoint's heads) for every target
+        objectives = [gradient_objective(model_spec, ns, None)] * len(targets)
     tables, summaries, rois = [], [], {}
-    for brain, stimuli in targets:
-        features = extract_features(
-            model,
-            stimuli,
-            layers=layers,
-            pooling=ns.pooling,
-            batch_size=ns.batch_size,
-            progress=progress,
-            cache=cache,
-        )
-        if ns.pca:
-            features = reduce_features(features, ns.pca)
+    for (brain, stimuli), objective in zip(targets, objectives):
         for kind in kinds:
+            options = {
+                "layers": layers,
+                "pooling": ns.pooling,
+                "batch_size": ns.batch_size,
+                "progress": progress,
+                "cache": cache,
+            }
+            if kind == "activation":
+                features = extract_features(model, stimuli, **options)
+            else:
+                features = extract_gradient_features(model, stimuli, objective, **options)
+            if ns.pca:
+                features = reduce_features(features, ns.pca)
             scores = score_layers(
                 features,
                 depths,
@@ -212,7 +234,55 @@ def probe_model(
         "pooling": ns.pooling,
         "results": summaries,
     }
+    if objectives[0] is not None:
+        summary["gradient_objective"] = objectives[0].identity
     return ProbeRun(table=table, summary=summary, rois=rois)
+
+
+def gradient_objective(model_spec: str, ns: argparse.Namespace, stimuli: Any) -> Any:
+    """The per-image loss of gradient features, chosen by ``--gradient-loss``.
+
+    ``ssl``/``auto`` on a brainalign ``.ckpt``: the DINO + iBOT objective with its fixed teacher
+    and heads (:mod:`brainalign.train.gradient_objective`). A teacher export holds no heads: the
+    invariance objective is used instead, with a warning. ``supervised`` reads ``--labels``.
+    """
+    from brainalign.models.export import META_FILE
+    from brainalign.probe.objectives import InvarianceObjective, SupervisedObjective
+
+    loss = getattr(ns, "gradient_loss", "auto")
+    path = Path(str(model_spec))
+    is_checkpoint = path.suffix == ".ckpt" and path.is_file()
+    is_export = path.is_dir() and (path / META_FILE).is_file()
+    if loss == "supervised":
+        if not getattr(ns, "labels", None):
+            raise ValueError("--gradient-loss supervised needs --labels FILE (stimulus_id,label)")
+        return SupervisedObjective.from_mapping(_read_labels(ns.labels), stimuli.ids)
+    if loss in ("auto", "ssl") and is_checkpoint:
+        from brainalign.train.gradient_objective import DinoGradientObjective
+
+        return DinoGradientObjective.from_checkpoint(path, allow_pickle=ns.allow_pickle)
+    if loss == "ssl" and not is_export:
+        raise ValueError(
+            f"--gradient-loss ssl needs a brainalign .ckpt (it holds the DINO/iBOT heads); "
+            f"{model_spec!r} is not one: use --gradient-loss invariance"
+        )
+    if loss in ("auto", "ssl") and is_export:
+        warnings.warn(
+            f"{model_spec} is a teacher export without the DINO/iBOT heads, so the SSL objective "
+            "is not available: gradient features use the invariance objective instead (probe "
+            "the run's .ckpt for the SSL loss)",
+            stacklevel=2,
+        )
+    return InvarianceObjective()
+
+
+def _read_labels(path: str) -> dict[str, int]:
+    """``stimulus_id,label`` CSV -> {stimulus_id: label}."""
+    table = pd.read_csv(path, dtype={"stimulus_id": str})
+    missing = {"stimulus_id", "label"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}; need stimulus_id,label")
+    return dict(zip(table["stimulus_id"], table["label"].astype(int)))
 
 
 def _json_ready(value: Any) -> Any:
@@ -256,4 +326,7 @@ def print_summary(summary: dict[str, Any]) -> None:
             line += f", spatial {entry['spatial_score']:.2f}"
         if "temporal_score" in entry:
             line += f", temporal {entry['temporal_score']:.2f}"
+        for key in ("spatial_score_backward_order", "temporal_score_backward_order"):
+            if key in entry:
+                line += f", {key.split('_')[0]} (backward order) {entry[key]:.2f}"
         print(line)

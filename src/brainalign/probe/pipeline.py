@@ -10,6 +10,12 @@ group's targets), ``r_normalised`` (``r`` divided by its maximum over layers, pe
 when the data carry a noise ceiling, ``r_ceiling_normalised`` (extra rows, never folded into
 ``r``). Summary rows have ``layer = -1`` and hold ``encoding_score``, ``spatial_score``,
 ``temporal_score``, ``best_depth`` (per ROI) and ``t_max`` (per layer, as ``group``).
+
+Gradient features (Study B) also get ``spatial_score_backward_order`` and
+``temporal_score_backward_order``: the same scores with layers ordered as the backward pass
+computes them (last layer first), i.e. with relative depth ``1 - depth``. A positive value there
+means that gradients follow the brain's hierarchy in backward order (they invert it in forward
+order); it is the negation of the forward-order score, reported so tables can be read either way.
 """
 
 from __future__ import annotations
@@ -256,8 +262,14 @@ def _fmri_rows(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             summary["spatial_score"] = float(spatial_score(distance, best))
+            if base[2] == "gradient":  # backward order: relative depth 1 - depth
+                backward = best_layer_depths(r_by_layer, 1.0 - depth_array)
+                summary["spatial_score_backward_order"] = float(spatial_score(distance, backward))
         summary["roi_distance_from_v1"] = dict(zip(roi_names, map(float, distance)))
     rows.append((*base, -1, math.nan, "all", math.nan, "spatial_score", summary["spatial_score"]))
+    if base[2] == "gradient":
+        value = summary.setdefault("spatial_score_backward_order", math.nan)
+        rows.append((*base, -1, math.nan, "all", math.nan, "spatial_score_backward_order", value))
     rows.append((*base, -1, math.nan, "all", math.nan, "encoding_score", summary["encoding_score"]))
 
 
@@ -289,6 +301,16 @@ def _meg_rows(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         score = float(temporal_score(depth_array, peak_times)) if len(layers) >= 3 else math.nan
+        if base[2] == "gradient":  # backward order: relative depth 1 - depth
+            backward = (
+                float(temporal_score(1.0 - depth_array, peak_times))
+                if len(layers) >= 3
+                else math.nan
+            )
+            summary["temporal_score_backward_order"] = backward
+            rows.append(
+                (*base, -1, math.nan, "all", math.nan, "temporal_score_backward_order", backward)
+            )
     summary["temporal_score"] = score
     summary["t_max"] = [float(value) for value in peak_times]
     summary["times"] = times.tolist()
