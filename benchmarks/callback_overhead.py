@@ -29,15 +29,31 @@ def run(root: Path, max_steps: int, callback: BrainProbeCallback | None) -> floa
     L.seed_everything(0, verbose=False)
     head = HeadConfig(n_prototypes=1024, hidden_dim=256, bottleneck_dim=64)
     data = SSLDataModule(
-        sources=[DataSource(str(root / "shards"), kind="procedural",
-                            procedural=ProceduralSpec(n_images=4000, image_size=32))],
-        batch_size=32, num_workers=1, global_size=32, local_size=16, n_local_crops=4,
+        sources=[
+            DataSource(
+                str(root / "shards"),
+                kind="procedural",
+                procedural=ProceduralSpec(n_images=4000, image_size=32),
+            )
+        ],
+        batch_size=32,
+        num_workers=1,
+        global_size=32,
+        local_size=16,
+        n_local_crops=4,
     )
     trainer = L.Trainer(
-        max_steps=max_steps, accelerator="cpu", devices=1, logger=L.pytorch.loggers.TensorBoardLogger(
-            root / "logs", name="with" if callback else "without"),
-        callbacks=[callback] if callback else [], enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=3.0,
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=L.pytorch.loggers.TensorBoardLogger(
+            root / "logs", name="with" if callback else "without"
+        ),
+        callbacks=[callback] if callback else [],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=3.0,
     )
     data.prepare_data()
     start = time.perf_counter()
@@ -56,8 +72,12 @@ def main() -> None:
         root = Path(folder)
         subject = simulate_subject(root / "sim", n_stimuli=300, image_size=32, seed=0)
         callback = BrainProbeCallback(
-            brain=[str(subject.fmri_dir), str(subject.meg_path)], max_stimuli=300,
-            pooling="cls", n_probes=args.n_probes, encoding=EncodingConfig(), log_figures=True,
+            brain=[str(subject.fmri_dir), str(subject.meg_path)],
+            max_stimuli=300,
+            pooling="cls",
+            n_probes=args.n_probes,
+            encoding=EncodingConfig(),
+            log_figures=True,
         )
         run(root, 5, None)  # warm-up: shards, imports
         without = run(root, args.max_steps, None)
@@ -65,14 +85,18 @@ def main() -> None:
     probes = len(callback.probe_seconds)
     per_probe = sum(callback.probe_seconds) / max(probes, 1)
     step = without / args.max_steps
-    print(f"{args.max_steps} steps: without callback {without:.1f} s, with {with_callback:.1f} s "
-          f"({probes} probes, {per_probe:.2f} s each)")
+    print(
+        f"{args.max_steps} steps: without callback {without:.1f} s, with {with_callback:.1f} s "
+        f"({probes} probes, {per_probe:.2f} s each)"
+    )
     print(f"overhead = {(with_callback - without) / without:.1%} of the run (target <= 10%)")
     for steps in (500, 100_000):
         overhead = probes * per_probe / (steps * step)
         print(f"  implied for {steps:>7,d} steps at this step time: {overhead:.2%}")
-    print("  a 100k-step GPU run with the same log schedule probes 11 times; at ~0.3 s/step "
-          "and the probe cost above the overhead is well under 1%")
+    print(
+        "  a 100k-step GPU run with the same log schedule probes 11 times; at ~0.3 s/step "
+        "and the probe cost above the overhead is well under 1%"
+    )
 
 
 if __name__ == "__main__":

@@ -89,12 +89,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch threads {torch.get_num_threads()}, batch {args.batch}, "
-          f"2 global + {args.n_local} local crops")
+    print(
+        f"torch threads {torch.get_num_threads()}, batch {args.batch}, "
+        f"2 global + {args.n_local} local crops"
+    )
     for name in args.sizes:
         full, bare = benchmark(name, args.batch, args.n_local, args.repeats)
-        print(f"{name:15s} full SSL step {full * 1000:7.1f} ms | bare backbone fwd+bwd "
-              f"{bare * 1000:7.1f} ms | ratio {full / bare:.2f} (target <= 1.25)")
+        print(
+            f"{name:15s} full SSL step {full * 1000:7.1f} ms | bare backbone fwd+bwd "
+            f"{bare * 1000:7.1f} ms | ratio {full / bare:.2f} (target <= 1.25)"
+        )
 
 
 if __name__ == "__main__":

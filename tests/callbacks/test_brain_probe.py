@@ -36,8 +36,10 @@ def callback_config(simulated, class_path="brainalign.callbacks.BrainProbeCallba
 
 def overrides(simulated, *callbacks, **trainer):
     base = [
-        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-         "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": 2}},
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": 2},
+        },
     ]
     return {"trainer": {"callbacks": base + list(callbacks), **trainer}}
 
@@ -45,7 +47,10 @@ def overrides(simulated, *callbacks, **trainer):
 def test_probe_schedules():
     assert probe_steps(8, schedule="log", n_probes=4, every_n_steps=1, fractions=None) == SCHEDULED
     assert probe_steps(10, schedule="every", n_probes=1, every_n_steps=4, fractions=None) == [
-        0, 4, 8, 10,
+        0,
+        4,
+        8,
+        10,
     ]
     assert probe_steps(
         100, schedule="fractions", n_probes=1, every_n_steps=1, fractions=[0.1, 0.5]
@@ -64,9 +69,14 @@ def test_fit_with_callback_logs_every_scheduled_probe(tmp_path, simulated):
     run_fit(tmp_path, overrides=overrides(simulated, callback_config(simulated)))
     run_dir = tmp_path / "runs" / "smoke"
     tags = scalar_tags(run_dir)
-    for tag in ("brain/sim01/fmri/encoding", "brain/sim01/fmri/roi/V1",
-                "brain/sim01/fmri/spatial_score", "brain/sim01/meg/encoding",
-                "brain/sim01/meg/temporal_score", "brain/sim01/meg/window/80-130ms"):
+    for tag in (
+        "brain/sim01/fmri/encoding",
+        "brain/sim01/fmri/roi/V1",
+        "brain/sim01/fmri/spatial_score",
+        "brain/sim01/meg/encoding",
+        "brain/sim01/meg/temporal_score",
+        "brain/sim01/meg/window/80-130ms",
+    ):
         assert tag in tags, f"{tag} missing; have {sorted(t for t in tags if 'brain' in t)}"
         assert [step for step, _ in tags[tag]] == SCHEDULED, tag
     fraction_steps = [step for step, _ in tags["brain_vs_fraction/sim01/fmri/encoding"]]
@@ -127,8 +137,9 @@ def test_kill_and_resume_keeps_one_row_set_per_scheduled_step(tmp_path, simulate
     run_dir = tmp_path / "runs" / "smoke"
     before = pd.read_parquet(run_dir / "chronology.parquet")
     assert sorted(before["step"].unique()) == [0, 1, 2, 4]
-    run_fit(tmp_path, "--ckpt_path", "last",
-            overrides=overrides(simulated, callback_config(simulated)))
+    run_fit(
+        tmp_path, "--ckpt_path", "last", overrides=overrides(simulated, callback_config(simulated))
+    )
     chronology = pd.read_parquet(run_dir / "chronology.parquet")
     assert sorted(chronology["step"].unique()) == SCHEDULED
     assert chronology.duplicated(ROW_KEYS).sum() == 0
@@ -147,8 +158,9 @@ def test_ddp_two_processes_gather_the_same_features_as_one(tmp_path, simulated):
     run_fit(single, overrides=overrides(simulated, config, max_steps=2))
     run_fit(ddp, overrides=overrides(simulated, config, max_steps=2, devices=2, strategy="ddp"))
     rows = [pd.read_parquet(folder / "runs/smoke/chronology.parquet") for folder in (single, ddp)]
-    first = [table[table["step"] == 0].sort_values(ROW_KEYS).reset_index(drop=True)
-             for table in rows]
+    first = [
+        table[table["step"] == 0].sort_values(ROW_KEYS).reset_index(drop=True) for table in rows
+    ]
     assert len(first[0]) > 0
     pd.testing.assert_series_equal(first[0]["value"], first[1]["value"], atol=1e-5, rtol=1e-4)
     assert sorted(rows[1]["step"].unique()) == [0, 1, 2]
@@ -168,10 +180,22 @@ def test_callback_skips_under_fast_dev_run(tmp_path, simulated):
         Image.fromarray(image).save(images / f"{index}.png")
     head = HeadConfig(n_prototypes=32, hidden_dim=32, bottleneck_dim=16)
     callback = BrainProbeCallback(brain=[str(simulated.fmri_dir)], max_stimuli=20)
-    trainer = L.Trainer(fast_dev_run=True, callbacks=[callback], accelerator="cpu",
-                        default_root_dir=tmp_path, enable_progress_bar=False, max_steps=2)
-    data = SSLDataModule(sources=[DataSource(str(images), kind="folder")], batch_size=4,
-                         num_workers=0, global_size=32, local_size=16, n_local_crops=0)
+    trainer = L.Trainer(
+        fast_dev_run=True,
+        callbacks=[callback],
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        max_steps=2,
+    )
+    data = SSLDataModule(
+        sources=[DataSource(str(images), kind="folder")],
+        batch_size=4,
+        num_workers=0,
+        global_size=32,
+        local_size=16,
+        n_local_crops=0,
+    )
     trainer.fit(DINOv3Module(dino_head=head, ibot_head=head), datamodule=data)
     assert callback.done_steps == []
     assert not list(tmp_path.rglob("chronology.parquet"))

@@ -329,3 +329,31 @@ def test_planted_gradients_invert_the_hierarchy_and_backward_order_restores_it(s
         assert backward[score] < -0.7, backward[score]
         assert backward[f"{score}_backward_order"] == pytest.approx(-backward[score])
         assert f"{score}_backward_order" not in forward
+
+
+def test_outputs_changed_in_place_afterwards_are_refused():
+    network = nn.Sequential(nn.Flatten(2), nn.Linear(16, 5), nn.ReLU(inplace=True), nn.Linear(5, 2))
+    model = HookProbeModel(
+        network,
+        architecture="toy:inplace",
+        layer_names=["1", "3"],
+        token_layout=TokenLayout(has_cls=False),
+        preprocess=Preprocess(resolution=4),
+    )
+    objective = SupervisedObjective(np.zeros(2, dtype=int), logits=lambda m, x: m(x).mean(1))
+    with pytest.raises(ValueError, match=r"layers \['1'\] are modified in place"):
+        extract_gradient_features(model, _images(2, 4), objective, progress=False)
+    got = extract_gradient_features(model, _images(2, 4), objective, layers=[1], progress=False)
+    assert got[1].shape == (2, 2)
+
+
+def test_convolutional_networks_in_eval_mode_give_per_image_gradients():
+    """torchvision ResNet-18 (BatchNorm uses its running statistics): supervised and invariance."""
+    model = load_probe_model("torchvision:resnet18", weights="random", resolution=32)
+    images = _images(4, seed=7)
+    for objective in (SupervisedObjective(np.array([3, 1, 4, 1])), InvarianceObjective()):
+        options = {"layers": [0, 4, 7], "progress": False}
+        whole = extract_gradient_features(model, images, objective, batch_size=4, **options)
+        single = extract_gradient_features(model, images, objective, batch_size=1, **options)
+        _assert_close(single, whole)
+        assert whole[7].shape == (4, 512)

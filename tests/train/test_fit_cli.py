@@ -137,3 +137,30 @@ def test_unknown_model_name_is_a_clear_error(tmp_path):
     )
     assert result.returncode != 0
     assert "unknown backbone 'vit_huge_typo'" in result.stderr
+
+
+@pytest.mark.slow
+def test_validate_reports_the_ssl_loss_on_held_back_batches(tmp_path):
+    import subprocess
+
+    from runs import BRAINALIGN, SMOKE
+
+    run_fit(tmp_path)
+    result = subprocess.run(
+        [
+            str(BRAINALIGN),
+            "validate",
+            "--config",
+            str(SMOKE),
+            "--data.val_batches",
+            "2",
+            "--ckpt_path",
+            "runs/smoke/checkpoints/last.ckpt",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "val/loss_dino" in result.stdout

@@ -27,14 +27,28 @@ def test_short_run_lowers_the_loss_without_collapse(tmp_path):
         dino_head=head, ibot_head=head, optim=OptimConfig(base_lr=2e-3, warmup_fraction=0.1)
     )
     data = SSLDataModule(
-        sources=[DataSource(str(tmp_path / "shards"), kind="procedural",
-                            procedural=ProceduralSpec(n_images=600, image_size=32))],
-        batch_size=32, num_workers=0, global_size=32, local_size=16, n_local_crops=2,
+        sources=[
+            DataSource(
+                str(tmp_path / "shards"),
+                kind="procedural",
+                procedural=ProceduralSpec(n_images=600, image_size=32),
+            )
+        ],
+        batch_size=32,
+        num_workers=0,
+        global_size=32,
+        local_size=16,
+        n_local_crops=2,
     )
     record = RecordMetrics()
     trainer = L.Trainer(
-        max_steps=60, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[record],
+        max_steps=60,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[record],
         gradient_clip_val=3.0,
     )
     trainer.fit(module, datamodule=data)

@@ -433,7 +433,7 @@ class BrainProbeCallback(Callback):
                     ]
                     if bad:
                         raise FloatingPointError(
-                            f"non-finite {kind} features in layers {bad} at step {step}"
+                            f"non-finite features in layers {bad} ({kind}) at step {step}"
                         )
                     results.append(
                         score_layers(

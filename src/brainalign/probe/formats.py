@@ -23,7 +23,6 @@ Example::
 from __future__ import annotations
 
 import json
-
 import os
 import shutil
 import tempfile

@@ -164,6 +164,7 @@ class _OutputRecorder:
     def __init__(self, modules: dict[int, nn.Module]) -> None:
         self.modules = modules
         self.outputs: dict[int, list[Tensor]] = {layer: [] for layer in modules}
+        self.versions: dict[int, list[int]] = {layer: [] for layer in modules}
         self._handles: list[Any] = []
 
     def __enter__(self) -> _OutputRecorder:
@@ -181,8 +182,24 @@ class _OutputRecorder:
             tensor = output[0] if isinstance(output, (tuple, list)) else output
             if torch.is_grad_enabled() and isinstance(tensor, Tensor) and tensor.requires_grad:
                 self.outputs[layer].append(tensor)
+                self.versions[layer].append(tensor._version)
 
         return hook
+
+    def check_unmodified(self, layer_names: Sequence[str]) -> None:
+        """Raise when a kept output was changed in place after its layer returned it."""
+        changed = [
+            layer_names[layer]
+            for layer, outputs in self.outputs.items()
+            for output, version in zip(outputs, self.versions[layer])
+            if output._version != version
+        ]
+        if changed:
+            raise ValueError(
+                f"the outputs of layers {sorted(set(changed))} are modified in place later in "
+                "the forward pass (e.g. an in-place activation), so their gradient is not "
+                "defined: probe other layers (layer_names=[...])"
+            )
 
 
 def layer_gradients(
@@ -226,6 +243,7 @@ def layer_gradients(
             f"non-finite losses for stimuli at positions {batch.indices[bad.cpu()].tolist()[:5]}"
         )
     never_run = [model.layer_names[layer] for layer in layers if not recorder.outputs[layer]]
+    recorder.check_unmodified(model.layer_names)
     if never_run:
         raise ValueError(
             f"layers {never_run} never ran with gradients during the objective: it must run the "

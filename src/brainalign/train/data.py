@@ -640,6 +640,23 @@ class _StepAwareDataLoader(DataLoader):
         return super().__iter__()
 
 
+class _FirstBatches(IterableDataset):
+    """The first ``n`` batches of a stream (validation)."""
+
+    def __init__(self, stream: IterableDataset, n: int) -> None:
+        self.stream = stream
+        self.n = n
+
+    def __iter__(self) -> Iterator[Any]:
+        for index, batch in enumerate(self.stream):
+            if index >= self.n:
+                return
+            yield batch
+
+    def __len__(self) -> int:
+        return self.n
+
+
 # --------------------------------------------------------------------------- the datamodule
 
 
@@ -664,6 +681,9 @@ class SSLDataModule(L.LightningDataModule):
         Shuffle-buffer size (samples) of each shard stream; 0 disables it.
     seed : int
         Seed of the data stream (source mixing, folder order, crops, shard order).
+    val_batches : int
+        Batches of the validation stream (``brainalign validate``, and validation during fit
+        with ``trainer.val_check_interval``); 0 disables validation.
     """
 
     def __init__(
@@ -679,11 +699,13 @@ class SSLDataModule(L.LightningDataModule):
         local_scale: tuple[float, float] = (0.05, 0.32),
         shuffle_buffer: int = 1000,
         seed: int = 0,
+        val_batches: int = 0,
     ) -> None:
         super().__init__()
         if not sources:
             raise ValueError("sources is empty: give at least one DataSource (path, kind, weight)")
         for name, value, minimum in (
+            ("val_batches", val_batches, 0),
             ("batch_size", batch_size, 1),
             ("num_workers", num_workers, 0),
             ("shuffle_buffer", shuffle_buffer, 0),
@@ -699,6 +721,7 @@ class SSLDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
+        self.val_batches = val_batches
         self.augmentation = MultiCropAugmentation(
             global_size=global_size,
             local_size=local_size,
@@ -810,6 +833,29 @@ class SSLDataModule(L.LightningDataModule):
         if self.trainer is not None:
             loader.start_step_fn = lambda: self._placement()[0]
         return loader
+
+    def val_dataloader(self) -> DataLoader | list:
+        """``val_batches`` fixed batches (another seed, from position 0) for ``validate``.
+
+        The validation loss of a self-supervised run is the same DINO + iBOT + KoLeo objective
+        on held-back crops; with ``val_batches: 0`` (the default) there is no validation loop.
+        """
+        if self.val_batches == 0:
+            return []
+        _, rank, world_size = self._placement()
+        self.setup()
+        assert self._resolved is not None
+        stream = SSLBatchStream(
+            sources=self._resolved,
+            augmentation=self.augmentation,
+            batch_size=self.batch_size,
+            seed=self.seed + 1_000_003,
+            rank=rank,
+            world_size=world_size,
+            start_step=0,
+            shuffle_buffer=self.shuffle_buffer,
+        )
+        return DataLoader(_FirstBatches(stream, self.val_batches), batch_size=None, num_workers=0)
 
     def state_dict(self) -> dict[str, Any]:
         """What the stream depends on, to warn when a resumed run changed it."""

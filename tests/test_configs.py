@@ -1,0 +1,85 @@
+"""Every YAML in the repository parses, and every config merges over the smoke run through the
+real LightningCLI parser (types and keys checked, nothing instantiated)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from lightning.pytorch.cli import LightningCLI
+
+from brainalign.train.data import SSLDataModule
+from brainalign.train.module import DINOv3Module
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+ALL_YAML = sorted(
+    path
+    for path in REPO.rglob("*.y*ml")
+    if ".venv" not in path.parts and "runs" not in path.parts and "data" not in path.parts
+)
+
+
+class ParseOnly(LightningCLI):
+    """LightningCLI that parses and type-checks but builds nothing (a 7B model stays unbuilt)."""
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def parse(*configs: Path) -> dict:
+    args = [part for config in configs for part in ("--config", str(config))]
+    argv, sys.argv = sys.argv, ["brainalign", *args]
+    try:
+        cli = ParseOnly(
+            DINOv3Module, SSLDataModule, run=False, parser_kwargs={"allow_abbrev": False}
+        )
+    finally:
+        sys.argv = argv
+    return cli.config
+
+
+def test_there_are_configs_for_every_size_and_the_experiments():
+    names = {path.relative_to(REPO / "configs").as_posix() for path in CONFIGS}
+    for size in ("vit_s", "vit_s_plus", "vit_b", "vit_l", "vit_h_plus", "vit_7b", "vit_tiny_test"):
+        assert f"models/{size}.yaml" in names
+    assert {"experiments/demo.yaml", "experiments/smoke.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", ALL_YAML, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_yaml_is_valid(path):
+    assert yaml.safe_load(path.read_text()) is not None
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_config_merges_over_the_smoke_run(path):
+    smoke = REPO / "configs" / "experiments" / "smoke.yaml"
+    config = parse(smoke, path) if path != smoke else parse(smoke)
+    expected = yaml.safe_load(path.read_text())
+    if "model" in expected and "backbone" in expected["model"]:
+        assert config.model.backbone == expected["model"]["backbone"]
+    if "trainer" in expected and "max_steps" in expected["trainer"]:
+        assert config.trainer.max_steps == expected["trainer"]["max_steps"]
+
+
+def test_demo_long_is_a_delta_over_the_demo():
+    experiments = REPO / "configs" / "experiments"
+    config = parse(experiments / "demo.yaml", experiments / "demo_long.yaml")
+    assert config.trainer.max_steps == 5000 and config.model.backbone == "vit_tiny_test"
+
+
+def test_a_misspelt_key_in_a_config_file_is_rejected(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  backbone: vit_tiny_test\n  drop_path: 0.1\n")
+    with pytest.raises(SystemExit):
+        parse(REPO / "configs" / "experiments" / "smoke.yaml", bad)
+
+
+def test_slurm_script_is_valid_bash():
+    result = subprocess.run(
+        ["bash", "-n", str(REPO / "scripts" / "slurm_train.sbatch")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
