@@ -22,7 +22,11 @@ How it is computed (one SVD per fold serves every alpha and every target):
 
 The SVDs (from the eigendecomposition of the smaller Gram matrix) are computed in float64, the
 large matrix products in the working dtype (float32 by default on torch). Targets are processed
-in batches to bound memory.
+in batches to bound memory: each batch is read straight from Y (no copy of the whole of Y; on
+CPU torch a float32 batch is a zero-copy view), its training rows are gathered into one reused
+buffer and centred in place, and the per-alpha LOO residuals are written into a second reused
+buffer, so the working memory is about three (n_stimuli, batch) blocks whatever the number of
+targets or alphas.
 
 Targets that are constant (on a training or test part) get R = NaN; callers drop them
 (:func:`brainalign.probe.scores.encoding_score` ignores NaN).
@@ -51,7 +55,8 @@ DEFAULT_ALPHAS = np.logspace(0, 8, 10)
 Backend = Literal["auto", "numpy", "torch", "torch_cuda"]
 DType = Literal["float32", "float64"]
 _SINGLE_THREAD_EIGH_SIZE = 1024  # Gram matrices up to this size use one BLAS thread on CPU
-_AUTO_BATCH_ELEMENTS = 2**22  # one (n_stimuli, batch) float32 working array is about 16 MiB
+_AUTO_BATCH_ELEMENTS = 2**20  # CPU: one (n_stimuli, batch) float32 working block is about 4 MiB
+_AUTO_BATCH_ELEMENTS_CUDA = 2**22  # larger blocks keep the GPU busy (about 16 MiB each)
 
 
 @dataclass(frozen=True)
@@ -133,13 +138,19 @@ class _Ops:
             return np.empty(shape, dtype=self.dtype)
         return torch.empty(shape, dtype=self.dtype, device=self.device)
 
-    def minus_product(self, base: Any, left: Any, right: Any) -> Any:
-        """``base - left @ right`` in one new array."""
+    def minus_product(self, base: Any, left: Any, right: Any, out: Any = None) -> Any:
+        """``base - left @ right`` in one new array, or written into ``out`` (not ``base``)."""
         if self.kind == "numpy":
-            product = left @ right
+            product = np.matmul(left, right, out=out)
             np.subtract(base, product, out=product)
             return product
-        return torch.addmm(base, left, right, alpha=-1.0)
+        return torch.addmm(base, left, right, alpha=-1.0, out=out)
+
+    def take_rows(self, array: Any, rows: Any, out: Any) -> Any:
+        """``array[rows]`` written into the preallocated ``out`` of shape (len(rows), ...)."""
+        if self.kind == "numpy":
+            return np.take(array, rows, axis=0, out=out, mode="clip")  # "raise" would buffer
+        return torch.index_select(array, 0, rows, out=out)
 
     def column_sum_of_squares(self, matrix: Any) -> Any:
         if self.kind == "numpy":
@@ -337,12 +348,19 @@ def _decompose(
     )
 
 
-def _loo_errors(ops: _Ops, fold: _Decomposition, y_centred: Any, z: Any) -> Any:
-    """Sum of squared LOO residuals, shape (n_alphas, n_targets_batch)."""
+def _loo_errors(
+    ops: _Ops, fold: _Decomposition, y_centred: Any, z: Any, residual_buffer: Any
+) -> Any:
+    """Sum of squared LOO residuals, shape (n_alphas, n_targets_batch).
+
+    ``residual_buffer`` (same shape as ``y_centred``) receives each alpha's residual in turn.
+    """
     n_alphas = fold.shrink.shape[0]
     errors = ops.empty((n_alphas, y_centred.shape[1]))
     for index in range(n_alphas):
-        residual = ops.minus_product(y_centred, fold.u, fold.shrink[index][:, None] * z)
+        residual = ops.minus_product(
+            y_centred, fold.u, fold.shrink[index][:, None] * z, out=residual_buffer
+        )
         residual *= fold.inverse_leverage[index][:, None]  # (n_train, n_targets_batch)
         errors[index] = ops.column_sum_of_squares(residual)
     return errors
@@ -437,8 +455,10 @@ def fit_encoding(
         Working dtype of the large products; None is float32 on torch and float64 on numpy.
         SVDs are always float64.
     target_batch_size : int or None, default=None
-        Targets per batch; None picks equal batches of at most 2**22 / n_stimuli targets
-        (a ~16 MiB float32 block; peak memory is a few such blocks per batch).
+        Targets per batch; None picks equal batches of at most 2**20 / n_stimuli targets on
+        CPU (a ~4 MiB float32 block) and 2**22 / n_stimuli on CUDA (~16 MiB); peak working
+        memory is about three such blocks, plus a cast copy of the batch when Y's dtype
+        differs from the working dtype.
     shuffle : bool, default=False
         Shuffle stimuli before the outer KFold (with ``seed``); default contiguous folds.
     seed : int, default=0
@@ -461,7 +481,9 @@ def fit_encoding(
     ops = _resolve_ops(backend, dtype)
     n_stimuli, n_targets = Y.shape
     if target_batch_size is None:
-        n_batches = -(-n_targets * n_stimuli // _AUTO_BATCH_ELEMENTS)  # ceil
+        on_cuda = ops.kind == "torch" and ops.device.type == "cuda"
+        batch_elements = _AUTO_BATCH_ELEMENTS_CUDA if on_cuda else _AUTO_BATCH_ELEMENTS
+        n_batches = -(-n_targets * n_stimuli // batch_elements)  # ceil
         target_batch_size = max(1, -(-n_targets // n_batches))  # equal-sized batches
     if target_batch_size < 1:
         raise ValueError(f"target_batch_size must be positive, got {target_batch_size}")
@@ -479,17 +501,24 @@ def fit_encoding(
 
     r_per_fold = np.empty((n_folds, n_targets))
     chosen_alphas = np.empty((n_folds, n_targets))
+    max_train = max(len(train_rows) for train_rows, _ in splits)
     for start in range(0, n_targets, target_batch_size):
         batch = slice(start, min(start + target_batch_size, n_targets))
-        y_batch = ops.work(Y[:, batch])  # (n_stimuli, n_batch)
+        y_batch = ops.work(Y[:, batch])  # (n_stimuli, n_batch), a view when no cast is needed
+        n_batch = batch.stop - batch.start
+        # Reused across folds and alphas: no per-fold or per-alpha (n_train, n_batch) arrays.
+        train_buffer = ops.empty((max_train, n_batch))
+        residual_buffer = ops.empty((max_train, n_batch)) if loo else None
         for fold_index, (train_rows, test_rows, fold, inner_folds) in enumerate(folds):
-            y_train = y_batch[train_rows]  # (n_train, n_batch)
-            y_mean = y_train.mean(0)
-            y_centred = y_train - y_mean
-            z = fold.u.T @ y_centred  # (k, n_batch)
+            n_train = train_rows.shape[0]
+            y_train = ops.take_rows(y_batch, train_rows, out=train_buffer[:n_train])
             if loo:
-                errors = _loo_errors(ops, fold, y_centred, z)
+                y_centred = y_train
+                y_centred -= y_train.mean(0)  # in place: (n_train, n_batch)
+                z = fold.u.T @ y_centred  # (k, n_batch)
+                errors = _loo_errors(ops, fold, y_centred, z, residual_buffer[:n_train])
             else:
+                z = fold.u.T @ (y_train - y_train.mean(0))  # (k, n_batch)
                 errors = _kfold_errors(ops, inner_folds, y_train)
             best = errors.argmin(0)  # (n_batch,) first minimum wins ties
             weights = fold.coef_factor[best].T * z  # (k, n_batch)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -37,7 +39,7 @@ class DINOHead(nn.Module):
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
         dims = [in_dim] + [hidden_dim] * (n_layers - 1) + [bottleneck_dim]
         layers: list[nn.Module] = []
-        for index, (width_in, width_out) in enumerate(zip(dims[:-1], dims[1:])):
+        for index, (width_in, width_out) in enumerate(itertools.pairwise(dims)):
             layers.append(nn.Linear(width_in, width_out))
             if index < n_layers - 1:
                 layers.append(nn.GELU())

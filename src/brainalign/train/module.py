@@ -248,6 +248,27 @@ class DINOv3Module(L.LightningModule):
         return meta
 
     # ------------------------------------------------------------------ Lightning hooks
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another architecture with a message that names both."""
+        saved = (checkpoint.get("hyper_parameters") or {}).get("backbone")
+        if saved is not None and saved != self.hparams["backbone"]:
+            raise ValueError(
+                f"the checkpoint was trained with backbone {saved!r} but this run builds "
+                f"{self.hparams['backbone']!r}; resume with the same model config, or probe the "
+                "checkpoint offline with `brainalign probe --model CKPT`"
+            )
+        expected = self.state_dict()
+        mismatched = [
+            key
+            for key, value in checkpoint.get("state_dict", {}).items()
+            if key in expected and tuple(value.shape) != tuple(expected[key].shape)
+        ]
+        if mismatched:
+            raise ValueError(
+                f"the checkpoint's tensors do not fit this model ({len(mismatched)} shape "
+                f"mismatches, e.g. {mismatched[0]}): were the head sizes changed?"
+            )
+
     def on_fit_start(self) -> None:
         _ = self.total_steps  # fail early with a clear message
 

@@ -45,7 +45,7 @@ class Schedule:
         """Value at ``step`` of a run of ``total_steps`` steps."""
         if total_steps <= 0:
             raise ValueError(f"total_steps must be positive, got {total_steps}")
-        warmup_steps = int(round(self.warmup_fraction * total_steps))
+        warmup_steps = round(self.warmup_fraction * total_steps)
         if step < warmup_steps:
             return self.warmup_start + (self.start - self.warmup_start) * step / warmup_steps
         end = self.start if self.end is None else self.end
