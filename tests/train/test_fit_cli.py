@@ -169,8 +169,9 @@ def test_validate_reports_the_ssl_loss_on_held_back_batches(tmp_path):
 @pytest.mark.slow
 def test_resuming_with_another_architecture_is_a_clear_error(tmp_path):
     run_fit(tmp_path)
-    result = run_fit(tmp_path, "--ckpt_path", "last", "--model.backbone", "vit_small_test",
-                     check=False)
+    result = run_fit(
+        tmp_path, "--ckpt_path", "last", "--model.backbone", "vit_small_test", check=False
+    )
     assert result.returncode != 0
     assert "trained with backbone 'vit_tiny_test' but this run builds 'vit_small_test'" in (
         result.stderr

@@ -208,10 +208,19 @@ def print_report(times: pd.DataFrame, summary: dict[str, Any]) -> None:
                         f"  half time {_fmt(values['half_time'])}"
                         f" (rise: {_fmt(values['half_time_rise'])})"
                     )
-            if "roi_half_time" in entry:
-                for roi, value in entry["roi_half_time"].items():
-                    rise = entry["roi_half_time_rise"][roi]
-                    print(f"  ROI {roi:8s} half time {_fmt(value)} (rise: {_fmt(rise)})")
+            subject, modality, kind = key.split("/")
+            rows = times[
+                (times["run"] == run)
+                & (times["subject"] == subject)
+                & (times["modality"] == modality)
+                & (times["feature_kind"] == kind)
+                & times["curve"].str.contains("/")
+            ]
+            for row in rows.itertuples():
+                print(
+                    f"  {row.curve:18s} first {row.first_value:+.3f}  last {row.final_value:+.3f}"
+                    f"  half time {_fmt(row.half_time)} (rise: {_fmt(row.half_time_rise)})"
+                )
             for name, value in entry.get("roi_half_time_correlations", {}).items():
                 text = "n/a (needs 3+ ROIs with differing half times)"
                 text = text if value is None else f"{value:+.3f}"

@@ -20,11 +20,12 @@ PRESETS = {"short": ["demo.yaml"], "long": ["demo.yaml", "demo_long.yaml"]}
 CAVEAT = """\
 What a run this short can and cannot show
 - It shows the machinery: training, probing at log-spaced steps, TensorBoard curves, chronology.
-- Early, low-level ROIs (V1, V2, V3) and early MEG windows rise within a few hundred steps.
+- Early, low-level ROIs (V1, V2, V3, hV4) and the early MEG window (80-130 ms) gain within a few
+  hundred steps; the spatial score, negative at initialisation, turns positive.
 - ROIs driven by object category (FFC, PHA1, IFSp) stay near r = 0: a few minutes of CPU training
-  does not learn the categories (a linear probe of the features stays near chance), so their
-  half times read "not reached" and the spatial/temporal scores mostly reflect early areas.
-- `make demo-long` trains longer; the README gives the measured curve of category ROIs."""
+  do not learn the categories, so their half times are noise around zero (read the first/last
+  values, not the half time) and the spatial and temporal scores mostly reflect early areas.
+- `make demo-long` trains ten times longer (see the README for what it shows)."""
 
 
 def add(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Namespace], None]:

@@ -25,8 +25,8 @@ large matrix products in the working dtype (float32 by default on torch). Target
 in batches to bound memory: each batch is read straight from Y (no copy of the whole of Y; on
 CPU torch a float32 batch is a zero-copy view), its training rows are gathered into one reused
 buffer and centred in place, and the per-alpha LOO residuals are written into a second reused
-buffer, so the working memory is about three (n_stimuli, batch) blocks whatever the number of
-targets or alphas.
+buffer (the held-out part likewise), so the working memory is about three (n_stimuli, batch)
+blocks whatever the number of targets or alphas.
 
 Targets that are constant (on a training or test part) get R = NaN; callers drop them
 (:func:`brainalign.probe.scores.encoding_score` ignores NaN).
@@ -45,8 +45,6 @@ import torch
 from sklearn.model_selection import GroupKFold, KFold
 from threadpoolctl import threadpool_limits
 
-from brainalign.probe.scores import pearson_r
-
 __all__ = ["DEFAULT_ALPHAS", "EncodingResult", "fit_encoding", "fit_mapping", "outer_splits"]
 
 DEFAULT_ALPHAS = np.logspace(0, 8, 10)
@@ -55,7 +53,7 @@ DEFAULT_ALPHAS = np.logspace(0, 8, 10)
 Backend = Literal["auto", "numpy", "torch", "torch_cuda"]
 DType = Literal["float32", "float64"]
 _SINGLE_THREAD_EIGH_SIZE = 1024  # Gram matrices up to this size use one BLAS thread on CPU
-_AUTO_BATCH_ELEMENTS = 2**20  # CPU: one (n_stimuli, batch) float32 working block is about 4 MiB
+_AUTO_BATCH_ELEMENTS = 2**21  # CPU: one (n_stimuli, batch) float32 working block is about 8 MiB
 _AUTO_BATCH_ELEMENTS_CUDA = 2**22  # larger blocks keep the GPU busy (about 16 MiB each)
 
 
@@ -145,6 +143,18 @@ class _Ops:
             np.subtract(base, product, out=product)
             return product
         return torch.addmm(base, left, right, alpha=-1.0, out=out)
+
+    def matmul(self, left: Any, right: Any, out: Any) -> Any:
+        """``left @ right`` written into ``out``."""
+        if self.kind == "numpy":
+            return np.matmul(left, right, out=out)
+        return torch.mm(left, right, out=out)
+
+    def multiply(self, left: Any, right: Any, out: Any) -> Any:
+        """Broadcast ``left * right`` written into ``out``."""
+        if self.kind == "numpy":
+            return np.multiply(left, right, out=out)
+        return torch.mul(left, right, out=out)
 
     def take_rows(self, array: Any, rows: Any, out: Any) -> Any:
         """``array[rows]`` written into the preallocated ``out`` of shape (len(rows), ...)."""
@@ -348,19 +358,62 @@ def _decompose(
     )
 
 
-def _loo_errors(
-    ops: _Ops, fold: _Decomposition, y_centred: Any, z: Any, residual_buffer: Any
-) -> Any:
-    """Sum of squared LOO residuals, shape (n_alphas, n_targets_batch).
+class _Workspace:
+    """Flat working buffers allocated once, handed out as contiguous (rows, columns) views.
 
-    ``residual_buffer`` (same shape as ``y_centred``) receives each alpha's residual in turn.
+    ``train`` and ``residual`` hold up to (n_train, n_batch), ``z`` and ``scaled_z`` up to
+    (rank, n_batch), ``prediction`` and ``test`` up to (n_test, n_batch) elements.
     """
+
+    def __init__(
+        self, ops: _Ops, n_batch: int, n_train: int, n_test: int, rank: int, loo: bool
+    ) -> None:
+        sizes = {"train": n_train, "z": rank, "prediction": n_test, "test": n_test}
+        if loo:
+            sizes.update(residual=n_train, scaled_z=rank)
+        self._storage = {name: ops.empty((rows * n_batch,)) for name, rows in sizes.items()}
+
+    def view(self, name: str, rows: int, columns: int) -> Any:
+        return self._storage[name][: rows * columns].reshape(rows, columns)
+
+
+def _pearson_r_overwriting(ops: _Ops, prediction: Any, observed: Any) -> Any:
+    """Pearson R per column, as :func:`pearson_r`, but centring both inputs in place.
+
+    Parameters
+    ----------
+    prediction, observed : arrays of shape (n_samples, n_columns)
+        Overwritten (no (n_samples, n_columns) temporaries are allocated).
+
+    Returns
+    -------
+    r : array of shape (n_columns,), NaN where either column is constant.
+    """
+    prediction -= prediction.mean(0)
+    observed -= observed.mean(0)
+    norm_product = ops.sqrt(ops.column_sum_of_squares(prediction)) * ops.sqrt(
+        ops.column_sum_of_squares(observed)
+    )
+    prediction *= observed
+    covariance = prediction.sum(0)  # (n_columns,)
+    positive = norm_product > 0
+    r = covariance / (norm_product + ~positive)  # no division by zero
+    r[~positive] = float("nan")
+    return r
+
+
+def _loo_errors(
+    ops: _Ops, fold: _Decomposition, y_centred: Any, z: Any, workspace: _Workspace
+) -> Any:
+    """Sum of squared LOO residuals, shape (n_alphas, n_targets_batch)."""
     n_alphas = fold.shrink.shape[0]
-    errors = ops.empty((n_alphas, y_centred.shape[1]))
+    n_train, n_batch = y_centred.shape
+    residual_buffer = workspace.view("residual", n_train, n_batch)
+    scaled_z = workspace.view("scaled_z", z.shape[0], n_batch)
+    errors = ops.empty((n_alphas, n_batch))
     for index in range(n_alphas):
-        residual = ops.minus_product(
-            y_centred, fold.u, fold.shrink[index][:, None] * z, out=residual_buffer
-        )
+        ops.multiply(fold.shrink[index][:, None], z, out=scaled_z)  # (k, n_batch)
+        residual = ops.minus_product(y_centred, fold.u, scaled_z, out=residual_buffer)
         residual *= fold.inverse_leverage[index][:, None]  # (n_train, n_targets_batch)
         errors[index] = ops.column_sum_of_squares(residual)
     return errors
@@ -455,8 +508,8 @@ def fit_encoding(
         Working dtype of the large products; None is float32 on torch and float64 on numpy.
         SVDs are always float64.
     target_batch_size : int or None, default=None
-        Targets per batch; None picks equal batches of at most 2**20 / n_stimuli targets on
-        CPU (a ~4 MiB float32 block) and 2**22 / n_stimuli on CUDA (~16 MiB); peak working
+        Targets per batch; None picks equal batches of at most 2**21 / n_stimuli targets on
+        CPU (a ~8 MiB float32 block) and 2**22 / n_stimuli on CUDA (~16 MiB); peak working
         memory is about three such blocks, plus a cast copy of the batch when Y's dtype
         differs from the working dtype.
     shuffle : bool, default=False
@@ -501,31 +554,47 @@ def fit_encoding(
 
     r_per_fold = np.empty((n_folds, n_targets))
     chosen_alphas = np.empty((n_folds, n_targets))
-    max_train = max(len(train_rows) for train_rows, _ in splits)
+    # Big working arrays live in a workspace allocated once and reused by every batch, fold and
+    # alpha: no per-step (n_train, n_batch) allocations that the C allocator may keep around.
+    workspace = _Workspace(
+        ops,
+        n_batch=min(target_batch_size, n_targets),
+        n_train=max(len(train_rows) for train_rows, _ in splits),
+        n_test=max(len(test_rows) for _, test_rows in splits),
+        rank=max(fold[2].u.shape[1] for fold in folds),
+        loo=loo,
+    )
     for start in range(0, n_targets, target_batch_size):
         batch = slice(start, min(start + target_batch_size, n_targets))
         y_batch = ops.work(Y[:, batch])  # (n_stimuli, n_batch), a view when no cast is needed
         n_batch = batch.stop - batch.start
-        # Reused across folds and alphas: no per-fold or per-alpha (n_train, n_batch) arrays.
-        train_buffer = ops.empty((max_train, n_batch))
-        residual_buffer = ops.empty((max_train, n_batch)) if loo else None
         for fold_index, (train_rows, test_rows, fold, inner_folds) in enumerate(folds):
-            n_train = train_rows.shape[0]
-            y_train = ops.take_rows(y_batch, train_rows, out=train_buffer[:n_train])
+            n_train, rank = train_rows.shape[0], fold.u.shape[1]
+            y_train = ops.take_rows(
+                y_batch, train_rows, out=workspace.view("train", n_train, n_batch)
+            )  # (n_train, n_batch)
+            z = workspace.view("z", rank, n_batch)
             if loo:
                 y_centred = y_train
-                y_centred -= y_train.mean(0)  # in place: (n_train, n_batch)
-                z = fold.u.T @ y_centred  # (k, n_batch)
-                errors = _loo_errors(ops, fold, y_centred, z, residual_buffer[:n_train])
+                y_centred -= y_train.mean(0)  # in place
+                ops.matmul(fold.u.T, y_centred, out=z)  # (k, n_batch)
+                errors = _loo_errors(ops, fold, y_centred, z, workspace)
             else:
-                z = fold.u.T @ (y_train - y_train.mean(0))  # (k, n_batch)
+                ops.matmul(fold.u.T, y_train - y_train.mean(0), out=z)  # (k, n_batch)
                 errors = _kfold_errors(ops, inner_folds, y_train)
             best = errors.argmin(0)  # (n_batch,) first minimum wins ties
-            weights = fold.coef_factor[best].T * z  # (k, n_batch)
+            weights = z
+            weights *= fold.coef_factor[best].T  # (k, n_batch), in place
             # The intercept (training mean of Y) is left out of the prediction: Pearson R
             # ignores it, and adding it in float32 would round away heavily shrunk predictions.
-            centred_prediction = fold.test_projection @ weights  # (n_test, n_batch)
-            r = pearson_r(centred_prediction, y_batch[test_rows], axis=0)
+            n_test = test_rows.shape[0]
+            centred_prediction = ops.matmul(
+                fold.test_projection, weights, out=workspace.view("prediction", n_test, n_batch)
+            )  # (n_test, n_batch)
+            y_test = ops.take_rows(
+                y_batch, test_rows, out=workspace.view("test", n_test, n_batch)
+            )  # (n_test, n_batch)
+            r = _pearson_r_overwriting(ops, centred_prediction, y_test)
             r_per_fold[fold_index, batch] = ops.numpy(r)
             chosen_alphas[fold_index, batch] = alpha_grid[ops.numpy(best)]
     return EncodingResult(
