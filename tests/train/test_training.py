@@ -55,9 +55,10 @@ def test_short_run_lowers_the_loss_without_collapse(tmp_path):
     loss = np.array([row["train/loss"] for row in record.rows])
     assert np.isfinite(loss).all()
     assert loss[-10:].mean() < loss[:10].mean() - 0.3, (loss[:10].mean(), loss[-10:].mean())
-    last = record.rows[-1]
-    # no collapse: the teacher still spreads images over many prototypes and the CLS features
-    # of different images stay apart
-    assert last["diagnostics/prototype_usage"] > 0.1
-    assert last["diagnostics/teacher_entropy"] > 1.0
-    assert last["diagnostics/cls_std"] > record.rows[0]["diagnostics/cls_std"]
+    first, last = record.rows[0], record.rows[-1]
+    # No collapse. Collapse to one prototype drives the teacher's entropy to 0 (here it must
+    # stay above half of log K), and collapse to one point drives the spread of the normalised
+    # CLS features to 0 (here it must grow from the near-zero spread of the layer-scale init).
+    assert last["diagnostics/teacher_entropy"] > 0.5 * np.log(256)
+    assert last["diagnostics/cls_std"] > 0.05 > first["diagnostics/cls_std"]
+    assert last["diagnostics/koleo"] < first["diagnostics/koleo"]
