@@ -765,7 +765,8 @@ def load_nsd(root: str | Path, options: NSDOptions) -> tuple[BrainData, Stimulus
     if keep_repeats:
         data = repeats.mean(axis=0)
     else:
-        data = sums / counts[:, None].astype(np.float32)
+        sums /= counts[:, None].astype(sums.dtype)  # in place: no second brick in memory
+        data, sums = sums, None
         repeats = None
 
     ncsnr = _read_ncsnr(paths, options, targets)
