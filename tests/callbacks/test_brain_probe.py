@@ -99,6 +99,9 @@ def test_fit_with_callback_logs_every_scheduled_probe(tmp_path, simulated):
     assert b"model_size" in hparams["_hparams_/session_start_info"]
     assert b"brain/sim01/fmri/spatial_score" in hparams["_hparams_/experiment"]
     assert any(tag.startswith("brain_figures/sim01/fmri") for tag in accumulator.Tags()["images"])
+    # figures at the first probe, every third one and the last
+    heatmaps = accumulator.Images("brain_figures/sim01/fmri/layer_x_roi")
+    assert [image.step for image in heatmaps] == [0, 4, 8]
 
 
 @pytest.mark.slow

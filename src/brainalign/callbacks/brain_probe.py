@@ -135,6 +135,9 @@ class BrainProbeCallback(Callback):
         Re-raise a failed probe instead of logging it and going on.
     log_figures : bool
         Log heatmap, time-course and brain-map figures to TensorBoard.
+    figures_every_n_probes : int
+        Figures at the first probe, every n-th probe and the last one (drawing them, the
+        nilearn glass brain above all, costs about as much as the probe's ridge fits).
     seed : int
         Seeds the stimulus subset.
     """
@@ -158,6 +161,7 @@ class BrainProbeCallback(Callback):
         batch_size: int = 128,
         strict: bool = False,
         log_figures: bool = True,
+        figures_every_n_probes: int = 3,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -189,6 +193,9 @@ class BrainProbeCallback(Callback):
         self.batch_size = batch_size
         self.strict = strict
         self.log_figures = log_figures
+        if figures_every_n_probes < 1:
+            raise ValueError(f"figures_every_n_probes must be >= 1, got {figures_every_n_probes}")
+        self.figures_every_n_probes = figures_every_n_probes
         self.seed = seed
         self.done_steps: list[int] = []
         self.failed_steps: list[int] = []
@@ -516,9 +523,14 @@ class BrainProbeCallback(Callback):
             # every scheduled probe leaves one point per tag.
             writer.add_scalar(tag, value, step)
             writer.add_scalar(tag.replace("brain/", "brain_vs_fraction/", 1), value, permille)
-        if self.log_figures:
+        if self.log_figures and self._figures_due(trainer, step):
             self._log_figures(writer, scores, step)
         writer.flush()
+
+    def _figures_due(self, trainer: L.Trainer, step: int) -> bool:
+        steps = self.steps(trainer)
+        index = steps.index(step) if step in steps else 0
+        return index % self.figures_every_n_probes == 0 or step == steps[-1]
 
     def _log_figures(self, writer: Any, scores: ProbeScores, step: int) -> None:
         from brainalign.probe import report
