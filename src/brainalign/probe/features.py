@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -147,6 +147,64 @@ def pool_tokens(tokens: Tensor, layout: TokenLayout, pooling: str) -> Tensor:
 
 
 # ---------------------------------------------------------------------------- extraction
+def check_request(
+    model: ProbeModel, layers: Sequence[int] | None, pooling: str, batch_size: int
+) -> list[int]:
+    """Validate an extraction request; return the unique layer indices (all when None)."""
+    layers = list(range(model.depth)) if layers is None else [int(layer) for layer in layers]
+    layers = list(dict.fromkeys(layers))
+    bad = [layer for layer in layers if not 0 <= layer < model.depth]
+    if not layers or bad:
+        raise ValueError(
+            f"layers must be a non-empty list of indices in [0, {model.depth}); got {layers}"
+        )
+    check_pooling(model.token_layout, pooling)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return layers
+
+
+def cached_layers(
+    cache: FeatureCache | None,
+    model: ProbeModel,
+    stimuli: StimulusSet,
+    layers: Sequence[int],
+    pooling: str,
+    compute_dtype: torch.dtype,
+    **key_parts: Any,
+) -> tuple[dict[int, np.ndarray], dict[int, dict]]:
+    """Layers already in the cache, and the cache key of every layer.
+
+    ``key_parts`` adds what else changes the features (``feature_kind``, an objective...).
+
+    Returns
+    -------
+    features : dict of int to ndarray of shape (n_stimuli, n_features)
+        The cached layers only.
+    keys : dict of int to dict
+        Key parts per layer (empty without a cache), for storing the computed layers.
+    """
+    features: dict[int, np.ndarray] = {}
+    keys: dict[int, dict] = {}
+    if cache is None:
+        return features, keys
+    identity, stimulus_hash = model.identity, stimuli.content_hash
+    for layer in layers:
+        keys[layer] = feature_key_parts(
+            model_identity=identity,
+            preprocess=model.preprocess.as_dict(),
+            layer=layer,
+            pooling=pooling,
+            stimulus_hash=stimulus_hash,
+            precision=str(compute_dtype).removeprefix("torch."),
+            **key_parts,
+        )
+        cached = cache.get(keys[layer])
+        if cached is not None and cached.shape[0] == len(stimuli):
+            features[layer] = cached
+    return features, keys
+
+
 def extract_features(
     model: ProbeModel,
     stimuli: StimulusSet | np.ndarray,
@@ -189,35 +247,10 @@ def extract_features(
     """
     if not isinstance(stimuli, StimulusSet):
         stimuli = _as_stimulus_set(stimuli)
-    layers = list(range(model.depth)) if layers is None else [int(layer) for layer in layers]
-    layers = list(dict.fromkeys(layers))
-    bad = [layer for layer in layers if not 0 <= layer < model.depth]
-    if not layers or bad:
-        raise ValueError(
-            f"layers must be a non-empty list of indices in [0, {model.depth}); got {layers}"
-        )
-    check_pooling(model.token_layout, pooling)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    layers = check_request(model, layers, pooling, batch_size)
     target = _resolve_device(device)
     compute_dtype = _resolve_dtype(dtype, target)
-
-    features: dict[int, np.ndarray] = {}
-    keys: dict[int, dict] = {}
-    if cache is not None:
-        identity, stimulus_hash = model.identity, stimuli.content_hash
-        for layer in layers:
-            keys[layer] = feature_key_parts(
-                model_identity=identity,
-                preprocess=model.preprocess.as_dict(),
-                layer=layer,
-                pooling=pooling,
-                stimulus_hash=stimulus_hash,
-                precision=str(compute_dtype).removeprefix("torch."),
-            )
-            cached = cache.get(keys[layer])
-            if cached is not None and cached.shape[0] == len(stimuli):
-                features[layer] = cached
+    features, keys = cached_layers(cache, model, stimuli, layers, pooling, compute_dtype)
     missing = [layer for layer in layers if layer not in features]
     if missing and len(stimuli):
         computed = _run_model(

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from brainalign.probe.cache import FeatureCache, feature_key_parts
+from brainalign.probe.cache import FeatureCache
 from brainalign.probe.features import (
     Pooling,
     _as_stimulus_set,
@@ -45,7 +45,8 @@ from brainalign.probe.features import (
     _resolve_device,
     _resolve_dtype,
     _to_model_input,
-    check_pooling,
+    cached_layers,
+    check_request,
     pool_tokens,
 )
 from brainalign.probe.models import DinoProbeModel, ProbeModel, _output_to_tokens
@@ -324,39 +325,21 @@ def extract_gradient_features(
             f"objective must be callable as objective(model, batch) and have an identity; "
             f"got {type(objective).__name__}"
         )
-    layers = list(range(model.depth)) if layers is None else [int(layer) for layer in layers]
-    layers = list(dict.fromkeys(layers))
-    bad = [layer for layer in layers if not 0 <= layer < model.depth]
-    if not layers or bad:
-        raise ValueError(
-            f"layers must be a non-empty list of indices in [0, {model.depth}); got {layers}"
-        )
-    check_pooling(model.token_layout, pooling)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    layers = check_request(model, layers, pooling, batch_size)
     if not len(stimuli):
         raise ValueError("the stimulus set is empty: nothing to extract")
     target = _resolve_device(device)
     compute_dtype = _resolve_dtype(dtype, target)
-
-    features: dict[int, np.ndarray] = {}
-    keys: dict[int, dict] = {}
-    if cache is not None:
-        identity, stimulus_hash = model.identity, stimuli.content_hash
-        for layer in layers:
-            keys[layer] = feature_key_parts(
-                model_identity=identity,
-                preprocess=model.preprocess.as_dict(),
-                layer=layer,
-                pooling=pooling,
-                stimulus_hash=stimulus_hash,
-                feature_kind="gradient",
-                precision=str(compute_dtype).removeprefix("torch."),
-                objective=objective.identity,
-            )
-            cached = cache.get(keys[layer])
-            if cached is not None and cached.shape[0] == len(stimuli):
-                features[layer] = cached
+    features, keys = cached_layers(
+        cache,
+        model,
+        stimuli,
+        layers,
+        pooling,
+        compute_dtype,
+        feature_kind="gradient",
+        objective=objective.identity,
+    )
     missing = [layer for layer in layers if layer not in features]
     if missing:
         computed = _run_backward(
