@@ -294,6 +294,17 @@ def test_meg_epochs_without_stimulus_ids_are_refused(tmp_path, export):
     )
 
 
+def test_a_damaged_meg_file_is_named(tmp_path, export, small_sim):
+    damaged = tmp_path / "damaged-epo.fif"
+    source = small_sim / "meg" / "sim01-epo.fif"
+    damaged.write_bytes(source.read_bytes()[: source.stat().st_size // 3])
+    _fails_cleanly(
+        tmp_path,
+        *("probe", "--model", export, "--out", "out", "--brain", "damaged-epo.fif"),
+        expected="damaged-epo.fif: cannot read an MNE Epochs .fif file",
+    )
+
+
 @pytest.mark.slow
 def test_an_unknown_model_spec_lists_the_accepted_forms(tmp_path, small_sim):
     stderr = _fails_cleanly(

@@ -212,6 +212,22 @@ def test_meg_round_trip_averages_repeats(tmp_path):
     assert brain.info["sfreq"] == SFREQ
 
 
+def test_damaged_files_are_named_without_a_library_traceback(tmp_path, handmade_fmri_folder):
+    trials, trial_ids = planted_trials()
+    channels = [f"MEG{i:03d}" for i in range(N_TARGETS)]
+    path = write_meg_epochs(
+        tmp_path / "sub-01-epo.fif", trials, meg_times(), channels, SFREQ, trial_ids
+    )
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated copy
+    with pytest.raises(ValueError, match=r"sub-01-epo\.fif: cannot read an MNE Epochs \.fif file"):
+        load_meg_epochs(path)
+
+    responses = handmade_fmri_folder / "responses.npy"
+    responses.write_bytes(b"not an array")
+    with pytest.raises(ValueError, match=r"responses\.npy: cannot read a NumPy \.npy array"):
+        load_fmri_folder(handmade_fmri_folder)
+
+
 def test_meg_zscore_runs_on_trials_before_averaging(tmp_path):
     trials, trial_ids = planted_trials()
     path = write_meg_epochs(

@@ -346,6 +346,25 @@ def test_read_weights_file_rejects_unknown_formats(tmp_path):
         read_weights_file(tmp_path / "missing.pth")
 
 
+def test_damaged_weights_files_are_named(tmp_path):
+    backbone = _backbone(0)
+    export = save_teacher_export(backbone, tmp_path / "export", {"step": 0})
+    weights = export / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # header cut short
+    with pytest.raises(ValueError, match=r"model\.safetensors: cannot read a safetensors"):
+        load_probe_model(export)
+
+    state = {key: value.contiguous() for key, value in backbone.vit.state_dict().items()}
+    torch.save(state, tmp_path / "vit.pth")
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes((tmp_path / "vit.pth").read_bytes()[:2000])
+    with pytest.raises(ValueError, match=r"truncated\.pth: cannot read a PyTorch weights file"):
+        read_weights_file(truncated)
+    (tmp_path / "text.safetensors").write_text("hello")
+    with pytest.raises(ValueError, match=r"text\.safetensors: cannot read"):
+        read_weights_file(tmp_path / "text.safetensors")
+
+
 # ---------------------------------------------------------------------------- preprocess
 def test_preprocess_normalises_and_keeps_native_size():
     preprocess = Preprocess(resolution=4, mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))

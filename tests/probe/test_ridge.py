@@ -75,6 +75,28 @@ def test_float32_torch_close_to_sklearn() -> None:
     np.testing.assert_allclose(result.r_per_fold, r_expected, atol=1e-4)
 
 
+def test_float32_near_ties_choose_the_float64_alpha(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ill-conditioned float32 features (offset, decaying scales) as real activations are:
+    many targets have two alphas whose LOO errors agree to float32 rounding. Those are decided
+    in float64, so every chosen alpha and R equal the float64 fit's."""
+    import brainalign.probe.ridge as ridge_module
+
+    rng = np.random.default_rng(0)
+    features = (rng.standard_normal((200, 32)) * np.logspace(0, -3, 32)).astype(np.float32) + 5
+    weights = rng.standard_normal((32, 600)) * rng.uniform(0, 1, 600)
+    clean = features @ weights
+    targets = (clean + rng.standard_normal(clean.shape) * 0.5 * clean.std()).astype(np.float32)
+    exact = fit_encoding(features, targets, backend="numpy", dtype="float64")
+
+    result = fit_encoding(features, targets, backend="torch", dtype="float32")
+    np.testing.assert_array_equal(result.alphas, exact.alphas)
+    np.testing.assert_allclose(result.r, exact.r, atol=1e-6)
+
+    monkeypatch.setattr(ridge_module, "_NEAR_TIE_UNITS", -1.0)  # float32 choice only
+    rounded = fit_encoding(features, targets, backend="torch", dtype="float32")
+    assert (rounded.alphas != exact.alphas).sum() > 10  # the data do exercise near ties
+
+
 def test_target_batches_give_the_same_answer() -> None:
     features, targets = planted_data(50, 6, 11, seed=4)
     whole = fit_encoding(features, targets, backend="numpy")

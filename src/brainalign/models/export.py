@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from brainalign.models.backbone import DinoBackbone, create_backbone
 from brainalign.utils.atomic import atomic_directory
+from brainalign.utils.reading import read_file
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
@@ -65,7 +66,9 @@ def read_export_metadata(path: str | Path) -> dict[str, Any]:
             f"{folder} is not a brainalign teacher export: expected {WEIGHTS_FILE} and "
             f"{META_FILE} in it (exports are written under <run>/exports/ during training)"
         )
-    return json.loads(meta_path.read_text())
+    return read_file(
+        lambda: json.loads(meta_path.read_text()), meta_path, "the export's JSON metadata"
+    )
 
 
 def load_teacher_export(path: str | Path) -> tuple[DinoBackbone, dict[str, Any]]:
@@ -79,7 +82,8 @@ def load_teacher_export(path: str | Path) -> tuple[DinoBackbone, dict[str, Any]]
     folder = Path(path)
     meta = read_export_metadata(folder)
     backbone = create_backbone(meta["architecture"], img_size=meta.get("img_size"))
-    state = load_file(str(folder / WEIGHTS_FILE))
+    weights = folder / WEIGHTS_FILE
+    state = read_file(lambda: load_file(str(weights)), weights, "a safetensors weights file")
     load_state_dict_checked(backbone, state, source=str(folder / WEIGHTS_FILE))
     backbone.eval()
     return backbone, meta

@@ -42,6 +42,7 @@ from brainalign.probe.meg import (
 )
 from brainalign.probe.rois import read_roi_csv
 from brainalign.probe.stimuli import StimulusSet
+from brainalign.utils.reading import read_file
 
 __all__ = [
     "BrainLoader",
@@ -106,12 +107,16 @@ def load_fmri_folder(path: str | Path, subject: str | None = None) -> tuple[Brai
     stimuli_path = _require_file(folder, "stimuli.csv", "stimulus table")
     targets_path = _require_file(folder, "targets.csv", "targets table")
 
-    responses = np.load(responses_path)
+    responses = read_file(lambda: np.load(responses_path), responses_path, "a NumPy .npy array")
     if responses.ndim != 2:
         raise ValueError(
             f"{responses_path} must have shape (n_stimuli, n_targets); got {responses.shape}"
         )
-    table = pd.read_csv(stimuli_path, dtype={"stimulus_id": str, "image_path": str})
+    table = read_file(
+        lambda: pd.read_csv(stimuli_path, dtype={"stimulus_id": str, "image_path": str}),
+        stimuli_path,
+        "a CSV stimulus table",
+    )
     if "stimulus_id" not in table.columns:
         raise ValueError(
             f"{stimuli_path} lacks a 'stimulus_id' column; it has {list(table.columns)}"
@@ -121,7 +126,9 @@ def load_fmri_folder(path: str | Path, subject: str | None = None) -> tuple[Brai
             f"{responses_path} has {responses.shape[0]} rows (stimuli) but {stimuli_path} "
             f"has {len(table)} rows; they must list the same stimuli in the same order"
         )
-    targets = pd.read_csv(targets_path, dtype={"roi": str})
+    targets = read_file(
+        lambda: pd.read_csv(targets_path, dtype={"roi": str}), targets_path, "a CSV targets table"
+    )
     if len(targets) != responses.shape[1]:
         raise ValueError(
             f"{responses_path} has {responses.shape[1]} columns (targets) but {targets_path} "
@@ -135,9 +142,13 @@ def load_fmri_folder(path: str | Path, subject: str | None = None) -> tuple[Brai
     rois_path = folder / "rois.csv"
     rois = read_roi_csv(rois_path) if rois_path.is_file() else None
     repeats_path = folder / "repeats.npy"
-    repeats = np.load(repeats_path) if repeats_path.is_file() else None
+    repeats = None
+    if repeats_path.is_file():
+        repeats = read_file(lambda: np.load(repeats_path), repeats_path, "a NumPy .npy array")
     ceiling_path = folder / "noise_ceiling.npy"
-    noise_ceiling = np.load(ceiling_path) if ceiling_path.is_file() else None
+    noise_ceiling = None
+    if ceiling_path.is_file():
+        noise_ceiling = read_file(lambda: np.load(ceiling_path), ceiling_path, "a NumPy .npy array")
 
     ids = _read_ids(table["stimulus_id"])
     brain = BrainData(
@@ -247,7 +258,11 @@ def _read_meg(
     with warnings.catch_warnings():
         # MNE's metadata reader calls a pandas method deprecated in pandas 3 (harmless)
         warnings.filterwarnings("ignore", message="The inplace keyword", module="mne")
-        epochs = mne.read_epochs(path, preload=True, verbose="error")
+        epochs = read_file(
+            lambda: mne.read_epochs(path, preload=True, verbose="error"),
+            path,
+            "an MNE Epochs .fif file",
+        )
     metadata = epochs.metadata
     if metadata is None or "stimulus_id" not in metadata.columns:
         present = [] if metadata is None else list(metadata.columns)

@@ -46,6 +46,7 @@ from brainalign.models.export import (
     load_state_dict_checked,
     load_teacher_export,
 )
+from brainalign.utils.reading import read_file
 
 __all__ = [
     "ACCEPTED_SPECS",
@@ -686,7 +687,7 @@ def read_weights_file(path: str | Path, *, allow_pickle: bool = False) -> dict[s
     if path.suffix == _SAFETENSORS_SUFFIX:
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        return read_file(lambda: load_file(str(path)), path, "a safetensors weights file")
     if path.suffix not in _PICKLE_SUFFIXES:
         raise ValueError(
             f"unknown weights format {path.suffix!r} for {path}: use .safetensors "
@@ -1006,7 +1007,12 @@ def _torch_load(path: Path, *, allow_pickle: bool) -> Any:
     fields, so nothing from the file runs. Any other Python object needs ``allow_pickle``.
     """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return read_file(
+            lambda: torch.load(path, map_location="cpu", weights_only=True),
+            path,
+            "a PyTorch weights file",
+            passthrough=(pickle.UnpicklingError,),
+        )
     except pickle.UnpicklingError as error:
         first_error = error
     unsafe = _unsafe_globals(path)

@@ -21,7 +21,10 @@ How it is computed (one SVD per fold serves every alpha and every target):
   (plus the training mean of Y, which is not added since Pearson R ignores it).
 
 The SVDs (from the eigendecomposition of the smaller Gram matrix) are computed in float64, the
-large matrix products in the working dtype (float32 by default on torch). Targets are processed
+large matrix products in the working dtype (float32 by default on torch). Where the float32 LOO
+errors of two alphas lie within float32 rounding of each other, those targets' candidate errors
+are recomputed in float64 (a few percent of targets on ViT activations), so the chosen alphas
+equal the float64 fit's and R matches it to about 1e-6. Targets are processed
 in batches to bound memory: each batch is read straight from Y (no copy of the whole of Y; on
 CPU torch a float32 batch is a zero-copy view), its training rows are gathered into one reused
 buffer and centred in place, and the per-alpha LOO residuals are written into a second reused
@@ -43,7 +46,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from sklearn.model_selection import GroupKFold, KFold
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 __all__ = ["DEFAULT_ALPHAS", "EncodingResult", "fit_encoding", "fit_mapping", "outer_splits"]
 
@@ -55,6 +58,11 @@ DType = Literal["float32", "float64"]
 _SINGLE_THREAD_EIGH_SIZE = 1024  # Gram matrices up to this size use one BLAS thread on CPU
 _AUTO_BATCH_ELEMENTS = 2**21  # CPU: one (n_stimuli, batch) float32 working block is about 8 MiB
 _AUTO_BATCH_ELEMENTS_CUDA = 2**22  # larger blocks keep the GPU busy (about 16 MiB each)
+# Two float32 LOO errors closer than this many float32 epsilons x sqrt(rank) x the target's
+# centred sum of squares are decided in float64. The rounding error of a float32 error was
+# measured at up to 1.1 of those units (ViT activations, rank 192): a margin of about 7.
+_NEAR_TIE_UNITS = 8.0
+_BLAS = ThreadpoolController()  # created once: each threadpool_limits() call rescans libraries
 
 
 @dataclass(frozen=True)
@@ -296,6 +304,21 @@ class _Decomposition:
     coef_factor: Any
     shrink: Any = None
     inverse_leverage: Any = None
+    exact: _ExactLoo | None = None
+
+
+@dataclass(frozen=True)
+class _ExactLoo:
+    """Float64 copies of the LOO factors, kept when the working dtype is float32.
+
+    ``u`` (n_train, rank), ``shrink`` (n_alphas, rank), ``inverse_leverage``
+    (n_alphas, n_train), as arrays of ``ops`` (numpy, or torch on CUDA).
+    """
+
+    ops: _Ops
+    u: Any
+    shrink: Any
+    inverse_leverage: Any
 
 
 def _thin_svd(ops: _Ops, centred: Any) -> tuple[Any, Any, Any]:
@@ -335,7 +358,7 @@ def _decompose(
     if linalg.kind == "numpy" and min(x_train.shape) <= _SINGLE_THREAD_EIGH_SIZE:
         # Small eigendecompositions run faster on one BLAS thread, and much faster when
         # other thread pools (torch's OpenMP) are busy on the same cores.
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _BLAS.limit(limits=1, user_api="blas"):
             u, singular, v = _thin_svd(linalg, x_train64 - x_mean)  # (n, k), (k,), (p, k)
     else:
         u, singular, v = _thin_svd(linalg, x_train64 - x_mean)
@@ -343,11 +366,13 @@ def _decompose(
     alphas64 = linalg.float64(alphas)[:, None]  # (n_alphas, 1)
     squared = singular * singular  # (k,)
     coef_factor = singular / (squared + alphas64)  # (n_alphas, k)
-    shrink = inverse_leverage = None
+    shrink = inverse_leverage = exact = None
     if loo:
         shrink = squared / (squared + alphas64)  # (n_alphas, k)
         hat_diagonal = ((u * u) @ shrink.T).T  # (n_alphas, n_train)
         inverse_leverage = 1.0 / (1.0 - hat_diagonal - 1.0 / x_train.shape[0])
+        if ops.dtype not in (np.float64, torch.float64):
+            exact = _ExactLoo(linalg, u, shrink, inverse_leverage)
         shrink, inverse_leverage = ops.work(shrink), ops.work(inverse_leverage)
     return _Decomposition(
         u=ops.work(u),
@@ -355,6 +380,7 @@ def _decompose(
         coef_factor=ops.work(coef_factor),
         shrink=shrink,
         inverse_leverage=inverse_leverage,
+        exact=exact,
     )
 
 
@@ -417,6 +443,68 @@ def _loo_errors(
         residual *= fold.inverse_leverage[index][:, None]  # (n_train, n_targets_batch)
         errors[index] = ops.column_sum_of_squares(residual)
     return errors
+
+
+def _near_ties(
+    ops: _Ops, errors: Any, sum_of_squares: Any, rank: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Columns whose smallest LOO errors are within float32 rounding of each other.
+
+    The float32 rounding error of a LOO error scales with the target's centred sum of squares
+    (the size of the terms the residual is the difference of) and with sqrt(rank), not with the
+    error itself: a well-predicted target has a small error computed from large terms.
+
+    Parameters
+    ----------
+    errors : array of shape (n_alphas, n_batch)
+        Float32 sums of squared LOO residuals.
+    sum_of_squares : array of shape (n_batch,)
+        Each target's centred sum of squares on the training part.
+    rank : int
+        Rank of the training part's SVD.
+
+    Returns
+    -------
+    columns : int ndarray of shape (n_ties,)
+    candidates : bool ndarray of shape (n_alphas, n_ties)
+        The alphas whose error is that close to the column's smallest.
+    """
+    errors = ops.numpy(errors)  # (n_alphas, n_batch), a view on CPU
+    unit = float(np.finfo(np.float32).eps) * np.sqrt(rank)
+    margin = _NEAR_TIE_UNITS * unit * ops.numpy(sum_of_squares)  # (n_batch,)
+    close = errors <= errors.min(0) + margin
+    columns = np.flatnonzero(close.sum(0) > 1)
+    return columns, close[:, columns]
+
+
+def _exact_loo_choice(exact: _ExactLoo, y_train: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Alpha index per column from LOO errors computed in float64, among candidate alphas.
+
+    Parameters
+    ----------
+    exact : the fold's float64 LOO factors.
+    y_train : ndarray of shape (n_train, n_columns)
+        The columns' training rows, as given (not centred).
+    candidates : bool ndarray of shape (n_alphas, n_columns)
+        Alphas to compare per column (the others are not computed).
+
+    Returns
+    -------
+    best : int ndarray of shape (n_columns,), first minimum on ties.
+    """
+    linalg = exact.ops
+    y_centred = linalg.float64(y_train)
+    y_centred = y_centred - y_centred.mean(0)
+    z = exact.u.T @ y_centred  # (k, n_columns)
+    errors = np.full(candidates.shape, np.inf)  # (n_alphas, n_columns)
+    for index in np.flatnonzero(candidates.any(1)):
+        columns = np.flatnonzero(candidates[index])
+        selected = linalg.indices(columns)
+        fitted = exact.u @ (exact.shrink[index][:, None] * z[:, selected])  # (n_train, n_selected)
+        residual = y_centred[:, selected] - fitted
+        residual *= exact.inverse_leverage[index][:, None]
+        errors[index, columns] = linalg.numpy(linalg.column_sum_of_squares(residual))
+    return errors.argmin(0)
 
 
 def _kfold_errors(
@@ -579,10 +667,22 @@ def fit_encoding(
                 y_centred -= y_train.mean(0)  # in place
                 ops.matmul(fold.u.T, y_centred, out=z)  # (k, n_batch)
                 errors = _loo_errors(ops, fold, y_centred, z, workspace)
+                if fold.exact is not None:
+                    sum_of_squares = ops.column_sum_of_squares(y_centred)  # (n_batch,)
             else:
                 ops.matmul(fold.u.T, y_train - y_train.mean(0), out=z)  # (k, n_batch)
                 errors = _kfold_errors(ops, inner_folds, y_train)
             best = errors.argmin(0)  # (n_batch,) first minimum wins ties
+            if fold.exact is not None:
+                # Where two alphas' float32 errors are within rounding of each other, the
+                # float32 choice may differ from the exact one; decide those few in float64.
+                ties, candidates = _near_ties(ops, errors, sum_of_squares, rank)
+                if ties.size:
+                    rows = splits[fold_index][0]
+                    y_ties = Y[np.ix_(rows, batch.start + ties)]  # (n_train, n_ties)
+                    with _BLAS.limit(limits=1, user_api="blas"):  # see for_decomposition
+                        exact_best = _exact_loo_choice(fold.exact, y_ties, candidates)
+                    best[ops.indices(ties)] = ops.indices(exact_best)
             weights = z
             weights *= fold.coef_factor[best].T  # (k, n_batch), in place
             # The intercept (training mean of Y) is left out of the prediction: Pearson R

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainalign.utils.reading import read_file
+
 __all__ = [
     "COORDINATE_COLUMNS",
     "distance_from_v1",
@@ -99,7 +101,8 @@ def read_roi_csv(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ROI table not found: {path}")
-    return _check_roi_frame(pd.read_csv(path, dtype={"roi": str}), str(path))
+    table = read_file(lambda: pd.read_csv(path, dtype={"roi": str}), path, "a CSV ROI table")
+    return _check_roi_frame(table, str(path))
 
 
 def merge_roi_properties(rois: pd.DataFrame, properties: PropertySource) -> pd.DataFrame:
