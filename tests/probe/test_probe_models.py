@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import sys
 import types
@@ -328,13 +327,90 @@ def test_unknown_spec_lists_the_accepted_forms(tmp_path):
         load_probe_model("x.ckpt", network="ema")
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("transformers") is not None, reason="transformers is installed"
-)
-def test_huggingface_folder_without_transformers_says_what_to_install(tmp_path):
+def test_huggingface_folder_without_transformers_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import fails as if not installed
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit"}))
     with pytest.raises(ImportError, match="pip install transformers"):
         load_probe_model(tmp_path)
+
+
+def _tiny_hf_vit(folder, seed: int = 0):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
+    torch.manual_seed(seed)
+    model = transformers.ViTModel(config, add_pooling_layer=False).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def test_huggingface_folder_gives_the_models_own_hidden_states(tmp_path):
+    reference = _tiny_hf_vit(tmp_path / "vit")
+    model = load_probe_model(tmp_path / "vit")
+    assert model.depth == 3
+    assert model.token_layout == TokenLayout(has_cls=True, n_registers=0)
+    assert model.preprocess.resolution == 32
+    images = _images(size=32)
+    with torch.no_grad():
+        hidden = reference(pixel_values=images, output_hidden_states=True).hidden_states
+        got = model.extract(images, [0, 2])
+    torch.testing.assert_close(got[0], hidden[1])  # block 0 = hidden_states[1]
+    torch.testing.assert_close(got[1], hidden[3])
+
+
+def test_huggingface_folder_with_registers_and_a_convnet(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    common = {"image_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+    transformers.Dinov2WithRegistersModel(
+        transformers.Dinov2WithRegistersConfig(
+            hidden_size=32, num_hidden_layers=2, patch_size=8, num_register_tokens=4, **common
+        )
+    ).save_pretrained(tmp_path / "registers")
+    model = load_probe_model(tmp_path / "registers")
+    assert model.token_layout == TokenLayout(has_cls=True, n_registers=4)
+    assert model.extract(_images(size=32), [1])[0].shape == (3, 1 + 4 + 16, 32)
+
+    transformers.ConvNextModel(
+        transformers.ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1] * 4, image_size=32)
+    ).save_pretrained(tmp_path / "convnext")
+    model = load_probe_model(tmp_path / "convnext")
+    assert model.depth == 4 and not model.token_layout.has_cls
+    assert model.extract(_images(size=32), [0])[0].shape == (3, 8 * 8, 8)  # stride-4 stem
+
+
+def test_huggingface_pytorch_bin_is_read_safely(tmp_path):
+    folder = tmp_path / "vit"
+    reference = _tiny_hf_vit(folder)
+    (folder / "model.safetensors").unlink()
+    torch.save(reference.state_dict(), folder / "pytorch_model.bin")
+    images = _images(size=32)
+    with torch.no_grad():
+        expected = reference(pixel_values=images, output_hidden_states=True).hidden_states[2]
+        torch.testing.assert_close(load_probe_model(folder).extract(images, [1])[0], expected)
+
+    pickled = {"weights": reference.state_dict(), "extra": _Opaque()}
+    torch.save(pickled, folder / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="pickled Python objects"):
+        load_probe_model(folder)
+
+
+class _Opaque:
+    """A class torch's weights-only unpickler does not know."""
+
+
+def test_huggingface_weights_that_do_not_fit_the_config_are_refused(tmp_path):
+    _tiny_hf_vit(tmp_path / "vit")
+    config = json.loads((tmp_path / "vit" / "config.json").read_text())
+    config["num_hidden_layers"] = 4  # one block more than the weights hold
+    (tmp_path / "vit" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"does not fit config\.json: \d+ weights missing"):
+        load_probe_model(tmp_path / "vit")
 
 
 def test_read_weights_file_rejects_unknown_formats(tmp_path):

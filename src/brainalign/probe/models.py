@@ -838,12 +838,22 @@ def _load_huggingface(
     if not has_safetensors:
         for weights_file in folder.glob("pytorch_model*.bin"):
             _torch_load(weights_file, allow_pickle=allow_pickle)  # fail early on pickled objects
-    model = transformers.AutoModel.from_pretrained(
-        str(folder),
-        local_files_only=True,
-        trust_remote_code=False,
-        use_safetensors=has_safetensors,
-    ).eval()
+    with _quiet_transformers(transformers):
+        model, loading = read_file(
+            lambda: transformers.AutoModel.from_pretrained(
+                str(folder),
+                local_files_only=True,
+                trust_remote_code=False,
+                use_safetensors=has_safetensors,
+                output_loading_info=True,
+            ),
+            folder,
+            "a Hugging Face model folder",
+            "check config.json and the weights file in it",
+            passthrough=(ImportError,),
+        )
+    _check_huggingface_loading(folder, loading)
+    model.eval()
     config = model.config
     processor = _read_json(folder / "preprocessor_config.json")
     size = processor.get("crop_size") or processor.get("size") or {}
@@ -873,6 +883,47 @@ def _load_huggingface(
         ),
         preprocess=preprocess,
     )
+
+
+@contextlib.contextmanager
+def _quiet_transformers(transformers: Any) -> Iterator[None]:
+    """Silence transformers' load report and progress bars (loading is checked here instead)."""
+    logging = transformers.utils.logging
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+
+
+def _check_huggingface_loading(folder: Path, loading: dict[str, Any]) -> None:
+    """Refuse a model whose weights did not all come from the folder.
+
+    ``from_pretrained`` initialises missing weights at random and only logs it, which would
+    make the probe score a partly random network. Only the pooler that ``AutoModel`` adds to
+    ViT-like models may be missing: it does not touch the hidden states that are probed.
+    """
+    missing = sorted(
+        key for key in loading.get("missing_keys", ()) if not key.startswith("pooler.")
+    )
+    mismatched = sorted(str(entry) for entry in loading.get("mismatched_keys", ()))
+    if missing or mismatched:
+        parts = []
+        if missing:
+            listed = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+            parts.append(f"{len(missing)} weights missing ({listed})")
+        if mismatched:
+            listed = ", ".join(mismatched[:3]) + (", ..." if len(mismatched) > 3 else "")
+            parts.append(f"{len(mismatched)} with other shapes ({listed})")
+        raise ValueError(
+            f"{folder}: the weights file does not fit config.json: {'; '.join(parts)}. "
+            "Probing would use randomly initialised weights; check that the weights belong to "
+            "this config."
+        )
 
 
 def _from_module(
