@@ -34,12 +34,18 @@ def _oracle(levels, reverse=False, rows=None):
 CONFIG = EncodingConfig(backend="numpy", n_folds=5)
 
 
+DIRECTIONS = pytest.mark.parametrize("direction", ["encoding", "decoding"])
+
+
+@DIRECTIONS
 @pytest.mark.parametrize("reverse, sign", [(False, 1.0), (True, -1.0)])
-def test_oracle_recovers_planted_roi_levels_and_spatial_score(subject, reverse, sign):
+def test_oracle_recovers_planted_roi_levels_and_spatial_score(subject, reverse, sign, direction):
+    """Encoding: layer -> each voxel; decoding: each ROI's voxels -> the layer's features."""
     simulated, fmri, _, stimuli, levels = subject
     brain, _ = fmri.align(stimuli)
     features, depths = _oracle(levels, reverse)
-    scores = score_layers(features, depths, brain, config=CONFIG)
+    config = EncodingConfig(backend="numpy", n_folds=5, direction=direction)
+    scores = score_layers(features, depths, brain, config=config)
     truth = simulated.truth()
     n_levels = len(levels)
     for roi, best_depth in scores.summary["roi_best_depth"].items():
@@ -49,13 +55,17 @@ def test_oracle_recovers_planted_roi_levels_and_spatial_score(subject, reverse, 
     assert sign * scores.summary["spatial_score"] > 0.8
 
 
+@DIRECTIONS
 @pytest.mark.parametrize("reverse, sign", [(False, 1.0), (True, -1.0)])
-def test_oracle_temporal_score_follows_planted_latencies(subject, reverse, sign):
+def test_oracle_temporal_score_follows_planted_latencies(subject, reverse, sign, direction):
+    """Encoding: layer -> every (channel, time); decoding: all channels at each time -> layer
+    (Study C's direction, one decoder per time sample)."""
     _, _, meg, stimuli, levels = subject
     brain, aligned = meg.align(stimuli)  # MEG keeps its own (presentation) order
     rows = stimuli.index_of(aligned.ids)
     features, depths = _oracle(levels, reverse, rows)
-    scores = score_layers(features, depths, brain, config=CONFIG, stimulus_ids=aligned.ids)
+    config = EncodingConfig(backend="numpy", n_folds=5, direction=direction)
+    scores = score_layers(features, depths, brain, config=config, stimulus_ids=aligned.ids)
     assert sign * scores.summary["temporal_score"] > 0.8
     encoding = scores.summary["encoding_by_layer"]
     assert min(encoding) > 0.05, f"a planted level is not encoded in MEG: {encoding}"

@@ -11,6 +11,12 @@ when the data carry a noise ceiling, ``r_ceiling_normalised`` (extra rows, never
 ``r``). Summary rows have ``layer = -1`` and hold ``encoding_score``, ``spatial_score``,
 ``temporal_score``, ``best_depth`` (per ROI) and ``t_max`` (per layer, as ``group``).
 
+Direction ``decoding`` (brain -> features, Study C) fits one decoder per fMRI ROI (its voxels ->
+the layer's features) and one per MEG time sample (all channels at that time -> the layer's
+features); ``r`` is then the held-out R averaged over feature dimensions, and best depths, T_max,
+spatial and temporal scores follow from those per-ROI and per-time values as in encoding.
+Noise-ceiling rows are written for encoding only.
+
 Gradient features (Study B) also get ``spatial_score_backward_order`` and
 ``temporal_score_backward_order``: the same scores with layers ordered as the backward pass
 computes them (last layer first), i.e. with relative depth ``1 - depth``. A positive value there
@@ -211,48 +217,130 @@ def score_layers(
     summary["best_depth"] = float(depths[best_layer])
     summary["encoding_by_layer"] = [layer_means[layer] for layer in layers]
 
-    if config.direction == "encoding" and brain.modality == "fmri":
-        _fmri_rows(rows, summary, base, per_layer_r, depths, layers, brain, ceiling)
-    elif config.direction == "encoding" and brain.modality == "meg":
-        _meg_rows(rows, summary, base, per_layer_r, depths, layers, brain, meg_windows)
+    if brain.modality == "fmri":
+        roi_of_target = brain.targets["roi"].astype(str).to_numpy()
+        roi_names = list(dict.fromkeys(roi_of_target))
+        if config.direction == "encoding":
+            r_by_roi = _roi_means(per_layer_r, layers, roi_of_target, roi_names)
+        else:
+            r_by_roi = _decode_per_group(
+                features, layers, [targets[:, roi_of_target == roi] for roi in roi_names], config
+            )
+        _fmri_rows(rows, summary, base, r_by_roi, roi_names, depths, layers, brain.rois)
+        if ceiling is not None and config.direction == "encoding":
+            _ceiling_rows(rows, base, per_layer_r, depths, layers, roi_of_target, ceiling)
+    else:
+        if config.direction == "encoding":
+            courses = np.stack(
+                [np.nanmean(brain.unflatten(per_layer_r[layer]), axis=0) for layer in layers]
+            )  # (n_layers, n_times): mean R over channels
+        else:  # one decoder per time sample, from all channels at that time
+            samples = [brain.data[:, :, index] for index in range(brain.data.shape[2])]
+            courses = _decode_per_group(features, layers, samples, config, progress)
+        _meg_rows(rows, summary, base, courses, depths, layers, brain.times, meg_windows)
 
     table = pd.DataFrame.from_records(rows, columns=COLUMNS)
     table = _add_normalised(table)
     return ProbeScores(table=table, summary=summary)
 
 
+def _roi_means(
+    per_layer_r: Mapping[int, np.ndarray],
+    layers: list[int],
+    roi_of_target: np.ndarray,
+    roi_names: list[str],
+) -> np.ndarray:
+    """Mean R over each ROI's targets, shape (n_layers, n_rois)."""
+    r_by_roi = np.full((len(layers), len(roi_names)), np.nan)
+    for i, layer in enumerate(layers):
+        for j, roi in enumerate(roi_names):
+            selected = roi_of_target == roi
+            if np.any(selected):
+                r_by_roi[i, j] = float(np.nanmean(per_layer_r[layer][selected]))
+    return r_by_roi
+
+
+def _decode_per_group(
+    features: Mapping[int, np.ndarray],
+    layers: list[int],
+    groups: Sequence[np.ndarray],
+    config: EncodingConfig,
+    progress: bool = False,
+) -> np.ndarray:
+    """Decoding score of every layer from every group of brain targets.
+
+    Parameters
+    ----------
+    groups : sequence of ndarray of shape (n_stimuli, n_group_targets)
+        Predictors of each decoder: one ROI's voxels, or all MEG channels at one time.
+
+    Returns
+    -------
+    ndarray of shape (n_layers, n_groups)
+        Held-out R of brain -> features, averaged over the feature dimensions.
+    """
+    scores = np.full((len(layers), len(groups)), np.nan)
+    iterator = tqdm(
+        [(i, j) for i in range(len(layers)) for j in range(len(groups))],
+        desc="decoders",
+        disable=not progress,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # constant feature dimensions: NaN
+        for i, j in iterator:
+            result = fit_mapping(
+                features[layers[i]],
+                groups[j],
+                direction="decoding",
+                alphas=np.asarray(config.alphas, dtype=np.float64),
+                n_folds=config.n_folds,
+                inner=config.inner,
+                backend=config.backend,
+                target_batch_size=config.target_batch_size,
+                seed=config.seed,
+            )
+            scores[i, j] = float(np.nanmean(result.r))
+    return scores
+
+
+def _ceiling_rows(
+    rows: list[tuple],
+    base: tuple,
+    per_layer_r: Mapping[int, np.ndarray],
+    depths: Mapping[int, float],
+    layers: list[int],
+    roi_of_target: np.ndarray,
+    ceiling: np.ndarray,
+) -> None:
+    """``r_ceiling_normalised`` per layer and ROI (extra rows; encoding direction only)."""
+    for layer in layers:
+        for roi in dict.fromkeys(roi_of_target):
+            selected = roi_of_target == roi
+            value = float(np.nanmean(per_layer_r[layer][selected] / np.sqrt(ceiling[selected])))
+            rows.append((*base, layer, depths[layer], roi, math.nan, "r_ceiling_normalised", value))
+
+
 def _fmri_rows(
     rows: list[tuple],
     summary: dict[str, Any],
     base: tuple,
-    per_layer_r: dict[int, np.ndarray],
+    r_by_roi: np.ndarray,
+    roi_names: list[str],
     depths: Mapping[int, float],
     layers: list[int],
-    brain: BrainData,
-    ceiling: np.ndarray | None,
+    rois: pd.DataFrame | None,
 ) -> None:
-    roi_of_target = brain.targets["roi"].astype(str).to_numpy()
-    roi_names = list(dict.fromkeys(roi_of_target))
-    r_by_layer = np.full((len(layers), len(roi_names)), np.nan)
+    """Per-ROI rows, best depth per ROI and the spatial score, from (n_layers, n_rois) R."""
     for i, layer in enumerate(layers):
-        r = per_layer_r[layer]
         for j, roi in enumerate(roi_names):
-            selected = roi_of_target == roi
-            r_by_layer[i, j] = float(np.nanmean(r[selected])) if np.any(selected) else np.nan
-            rows.append((*base, layer, depths[layer], roi, math.nan, "r", r_by_layer[i, j]))
-            if ceiling is not None:
-                value = float(np.nanmean(r[selected] / np.sqrt(ceiling[selected])))
-                rows.append(
-                    (*base, layer, depths[layer], roi, math.nan, "r_ceiling_normalised", value)
-                )
+            rows.append((*base, layer, depths[layer], roi, math.nan, "r", r_by_roi[i, j]))
     depth_array = np.array([depths[layer] for layer in layers], dtype=np.float64)
-    best = best_layer_depths(r_by_layer, depth_array)  # (n_rois,)
+    best = best_layer_depths(r_by_roi, depth_array)  # (n_rois,)
     for roi, value in zip(roi_names, best):
         rows.append((*base, -1, math.nan, roi, math.nan, "best_depth", float(value)))
     summary["roi_best_depth"] = dict(zip(roi_names, map(float, best)))
-    summary["roi_encoding"] = dict(zip(roi_names, map(float, np.nanmax(r_by_layer, axis=0))))
+    summary["roi_encoding"] = dict(zip(roi_names, map(float, np.nanmax(r_by_roi, axis=0))))
     summary["spatial_score"] = math.nan
-    rois = brain.rois
     if rois is None or rois.empty or "V1" not in set(rois["roi"].astype(str)):
         summary["spatial_score_note"] = "not computed: the ROI table has no V1"
     elif len(roi_names) < 3:
@@ -263,7 +351,7 @@ def _fmri_rows(
             warnings.simplefilter("ignore", RuntimeWarning)
             summary["spatial_score"] = float(spatial_score(distance, best))
             if base[2] == "gradient":  # backward order: relative depth 1 - depth
-                backward = best_layer_depths(r_by_layer, 1.0 - depth_array)
+                backward = best_layer_depths(r_by_roi, 1.0 - depth_array)
                 summary["spatial_score_backward_order"] = float(spatial_score(distance, backward))
         summary["roi_distance_from_v1"] = dict(zip(roi_names, map(float, distance)))
     rows.append((*base, -1, math.nan, "all", math.nan, "spatial_score", summary["spatial_score"]))
@@ -277,16 +365,18 @@ def _meg_rows(
     rows: list[tuple],
     summary: dict[str, Any],
     base: tuple,
-    per_layer_r: dict[int, np.ndarray],
+    courses: np.ndarray,
     depths: Mapping[int, float],
     layers: list[int],
-    brain: BrainData,
+    times: np.ndarray,
     meg_windows: Sequence[tuple[float, float]],
 ) -> None:
-    times = np.asarray(brain.times, dtype=np.float64)
-    courses = np.stack(
-        [np.nanmean(brain.unflatten(per_layer_r[layer]), axis=0) for layer in layers]
-    )  # (n_layers, n_times): mean R over channels
+    """Time courses, window means, T_max per layer and the temporal score.
+
+    ``courses`` (n_layers, n_times): mean R over channels (encoding) or the decoding score of
+    each time sample (decoding).
+    """
+    times = np.asarray(times, dtype=np.float64)
     for i, layer in enumerate(layers):
         for t, value in zip(times, courses[i]):
             rows.append((*base, layer, depths[layer], "time", float(t), "r", float(value)))
