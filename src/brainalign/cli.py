@@ -74,10 +74,11 @@ def _add_shards(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Na
 
 def _offline_subcommands() -> dict[str, Callable]:
     """name -> function adding the subcommand's parser and returning its runner."""
-    from brainalign.commands import chronology, demo, probe, simulate
+    from brainalign.commands import chronology, demo, probe, probe_language, simulate
 
     return {
         "probe": probe.add,
+        "probe-language": probe_language.add,
         "chronology": chronology.add,
         "simulate": simulate.add,
         "shards": _add_shards,

@@ -49,6 +49,7 @@ __all__ = [
     "load_brain",
     "load_fmri_folder",
     "load_meg_epochs",
+    "load_meg_epochs_with_metadata",
     "register_brain_loader",
     "write_fmri_folder",
     "write_meg_epochs",
@@ -360,6 +361,25 @@ def load_meg_epochs(
     """
     brain, _ = _read_meg(path, preparation, subject)
     return brain
+
+
+def load_meg_epochs_with_metadata(
+    path: str | Path,
+    *,
+    preparation: MEGPreparation = DEFAULT_MEG_PREPARATION,
+    subject: str | None = None,
+) -> tuple[BrainData, pd.DataFrame]:
+    """:func:`load_meg_epochs`, plus the metadata row of each stimulus's first epoch.
+
+    For word-locked MEG the metadata carry the words themselves (``word``, ``story``,
+    ``pos``...), so the epochs file is also the word table.
+
+    Returns
+    -------
+    brain : BrainData
+    metadata : DataFrame, one row per stimulus in ``brain.stimulus_ids`` order
+    """
+    return _read_meg(path, preparation, subject)
 
 
 def write_meg_epochs(

@@ -824,9 +824,13 @@ def _torchvision_layers(model: nn.Module, name: str) -> list[str]:
     )
 
 
-def _load_huggingface(
-    folder: Path, allow_pickle: bool, *, resolution: int | None, crop_pct: float
-) -> ProbeModel:
+def load_huggingface_module(folder: Path, allow_pickle: bool = False) -> tuple[nn.Module, Any]:
+    """``transformers.AutoModel`` from a local folder, read safely; returns (module, config).
+
+    No download (``local_files_only``), no remote code; a ``pytorch_model.bin`` is first read
+    with ``torch.load(weights_only=True)`` so that pickled objects are refused; weights that do
+    not fit ``config.json`` are refused instead of being filled in at random.
+    """
     try:
         import transformers
     except ImportError as error:
@@ -853,8 +857,13 @@ def _load_huggingface(
             passthrough=(ImportError,),
         )
     _check_huggingface_loading(folder, loading)
-    model.eval()
-    config = model.config
+    return model.eval(), model.config
+
+
+def _load_huggingface(
+    folder: Path, allow_pickle: bool, *, resolution: int | None, crop_pct: float
+) -> ProbeModel:
+    model, config = load_huggingface_module(folder, allow_pickle)
     processor = _read_json(folder / "preprocessor_config.json")
     size = processor.get("crop_size") or processor.get("size") or {}
     if isinstance(size, dict):

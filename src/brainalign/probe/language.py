@@ -1,0 +1,382 @@
+"""Study C: per-word features of a causal language model, scored against word-locked MEG.
+
+Example::
+
+    words = WordSequence.from_table(pd.read_csv("words.csv"), "words.csv")
+    model = load_language_model("models/pythia-14m")  # a Hugging Face folder on disk
+    features = extract_word_features(model, words, layers=select_layers(model.depth, DEPTHS))
+
+Each word is read by the model with its preceding ``context_words`` words of the same story
+(50 by default, as in Study C) and represented by the hidden state of its *last* token, per
+layer (block outputs, ``hidden_states[layer + 1]``). A story boundary resets the context.
+Scoring (:func:`score_language`) keeps the content words (noun, verb, adjective, adverb by
+default) that have an MEG epoch, reduces each layer to ``n_components`` PCA components (50) and
+maps MEG to features with one decoder per time sample (brain -> model, Study C's published
+direction; ``direction="encoding"`` fits model -> every (channel, time)), alphas 1e-4..1e8. The
+temporal score is Study A's: Pearson r between layer depth and T_max.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from brainalign.probe.brain_data import BrainData
+from brainalign.probe.features import _resolve_device, _resolve_dtype, reduce_features
+from brainalign.probe.pipeline import EncodingConfig, ProbeScores, score_layers
+
+__all__ = [
+    "CONTENT_POS",
+    "DEFAULT_LANGUAGE_ALPHAS",
+    "DEFAULT_LANGUAGE_DEPTHS",
+    "LanguageModel",
+    "WordSequence",
+    "extract_word_features",
+    "load_language_model",
+    "score_language",
+]
+
+CONTENT_POS: tuple[str, ...] = ("NOUN", "VERB", "ADJ", "ADV")
+"""Universal POS tags of content words (Study C keeps nouns, verbs, adjectives, adverbs)."""
+
+DEFAULT_LANGUAGE_ALPHAS = np.logspace(-4, 8, 13)
+"""Study C's ridge penalties, 1e-4..1e8."""
+
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "vocab.txt", "spiece.model")
+
+DEFAULT_LANGUAGE_DEPTHS: tuple[float, ...] = tuple(np.round(np.linspace(0.1, 0.9, 9), 3))
+"""Nine relative depths from 10% to 90% (Study C)."""
+
+
+# ---------------------------------------------------------------------------- words
+@dataclass(frozen=True)
+class WordSequence:
+    """Words in presentation order, each with the stimulus id of its MEG epoch.
+
+    Attributes
+    ----------
+    ids : tuple of str, (n_words,)
+        Unique stimulus id per word token (the ``stimulus_id`` of its epochs).
+    words : tuple of str, (n_words,)
+    stories : tuple of str, (n_words,)
+        Story (or run) of each word; context never crosses a story boundary.
+    content : ndarray of bool, shape (n_words,)
+        Whether the word is scored (content words); every word serves as context.
+    """
+
+    ids: tuple[str, ...]
+    words: tuple[str, ...]
+    stories: tuple[str, ...]
+    content: np.ndarray
+
+    @classmethod
+    def from_table(
+        cls, table: pd.DataFrame, source: str, *, content_pos: Sequence[str] = CONTENT_POS
+    ) -> WordSequence:
+        """Read a table with ``stimulus_id`` and ``word`` columns, rows in presentation order.
+
+        Optional columns: ``story`` (else one story), and ``is_content`` (bool) or ``pos``
+        (content = ``pos`` in ``content_pos``); without either, every word is a content word.
+
+        Raises
+        ------
+        ValueError
+            Missing columns, empty or repeated ids, empty words; ``source`` names the table.
+        """
+        missing = [column for column in ("stimulus_id", "word") if column not in table.columns]
+        if missing:
+            raise ValueError(
+                f"{source}: the word table needs the column(s) {missing} (one row per word "
+                f"token in presentation order); columns present: {list(table.columns)}"
+            )
+        if table.empty:
+            raise ValueError(f"{source}: the word table has no rows")
+        ids = table["stimulus_id"].astype(str)
+        repeated = ids[ids.duplicated()].unique().tolist()
+        if repeated:
+            raise ValueError(
+                f"{source}: stimulus_id must be unique per word token; repeated: {repeated[:5]}"
+            )
+        words = table["word"].fillna("").astype(str).str.strip()
+        empty = ids[words == ""].tolist()
+        if empty:
+            raise ValueError(f"{source}: empty word for stimulus_id {empty[:5]}")
+        stories = table["story"].astype(str) if "story" in table.columns else ["0"] * len(table)
+        if "is_content" in table.columns:
+            content = table["is_content"].astype(bool).to_numpy()
+        elif "pos" in table.columns:
+            allowed = {tag.upper() for tag in content_pos}
+            content = table["pos"].astype(str).str.upper().isin(allowed).to_numpy()
+        else:
+            content = np.ones(len(table), dtype=bool)
+        return cls(tuple(ids), tuple(words), tuple(stories), content)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def contexts(self, context_words: int) -> list[list[str]]:
+        """Per word, the words the model reads: up to ``context_words`` before it, then it.
+
+        Returns
+        -------
+        list of n_words lists of str, each ending with the word itself.
+        """
+        if context_words < 0:
+            raise ValueError(f"context_words must be >= 0, got {context_words}")
+        contexts, story_start = [], 0
+        for index, story in enumerate(self.stories):
+            if index and story != self.stories[index - 1]:
+                story_start = index
+            start = max(story_start, index - context_words)
+            contexts.append(list(self.words[start : index + 1]))
+        return contexts
+
+
+# ---------------------------------------------------------------------------- model
+class LanguageModel:
+    """A causal (or any) text transformer and its tokenizer, read through hidden states.
+
+    Parameters
+    ----------
+    module : nn.Module
+        Called as ``module(input_ids=..., attention_mask=..., output_hidden_states=True)``.
+    tokenizer : callable
+        ``tokenizer(text, add_special_tokens=False)["input_ids"]`` gives a list of ids.
+    name : str
+    depth : int
+        Number of blocks (``len(hidden_states) - 1``).
+    max_tokens : int
+        Longest input the model takes; longer contexts lose their oldest tokens.
+    """
+
+    def __init__(
+        self, module: nn.Module, tokenizer: Any, *, name: str, depth: int, max_tokens: int
+    ) -> None:
+        self.module = module.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.depth = depth
+        self.max_tokens = max_tokens
+
+    @property
+    def relative_depths(self) -> list[float]:
+        """Relative depth of each block, ``layer / (depth - 1)``."""
+        return [layer / max(self.depth - 1, 1) for layer in range(self.depth)]
+
+    @property
+    def identity(self) -> str:
+        """Hash of the weights (changes with any parameter)."""
+        digest = hashlib.sha256()
+        for key, tensor in sorted(self.module.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def encode(self, words: Sequence[str]) -> list[int]:
+        """Token ids of the words joined by spaces, oldest tokens cut beyond ``max_tokens``."""
+        ids = list(self.tokenizer(" ".join(words), add_special_tokens=False)["input_ids"])
+        if not ids:
+            raise ValueError(f"the tokenizer gave no tokens for {' '.join(words)[-60:]!r}")
+        return ids[-self.max_tokens :]
+
+
+def load_language_model(folder: str | Path) -> LanguageModel:
+    """A Hugging Face model folder on disk (config, weights, tokenizer files); nothing downloaded.
+
+    Weights are read with safetensors, or ``torch.load(weights_only=True)`` for
+    ``pytorch_model.bin``; remote code is never run; weights that do not fit the config are
+    refused (see :func:`brainalign.probe.models.load_probe_model`).
+    """
+    from brainalign.probe.models import load_huggingface_module
+
+    folder = Path(folder)
+    module, config = load_huggingface_module(folder)  # raises first when transformers is absent
+    import transformers
+
+    present = [name for name in _TOKENIZER_FILES if (folder / name).is_file()]
+    error_text = ""
+    if present:
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                str(folder), local_files_only=True
+            )
+        except (OSError, ValueError) as error:
+            error_text = f": {str(error).splitlines()[0]}"
+    # transformers builds an empty-vocabulary tokenizer when the files are missing: refuse it
+    if not present or error_text or len(tokenizer.get_vocab()) <= len(tokenizer.all_special_ids):
+        raise ValueError(
+            f"{folder}: no usable tokenizer files next to the weights (looked for "
+            f"{', '.join(_TOKENIZER_FILES)}){error_text}; save the tokenizer into the folder "
+            "with tokenizer.save_pretrained(folder)"
+        )
+    with torch.no_grad():
+        probe = torch.tensor([[0]], dtype=torch.long)
+        n_hidden = len(module(input_ids=probe, output_hidden_states=True).hidden_states)
+    positions = getattr(config, "max_position_embeddings", None) or getattr(
+        config, "n_positions", None
+    )
+    return LanguageModel(
+        module,
+        tokenizer,
+        name=f"hf:{type(module).__name__}:{getattr(config, 'model_type', '')}",
+        depth=n_hidden - 1,
+        max_tokens=int(positions or 2048),
+    )
+
+
+# ---------------------------------------------------------------------------- features
+def extract_word_features(
+    model: LanguageModel,
+    words: WordSequence,
+    *,
+    layers: Sequence[int],
+    context_words: int = 50,
+    batch_size: int = 32,
+    device: str | torch.device = "auto",
+    dtype: str = "auto",
+    progress: bool = True,
+) -> dict[int, np.ndarray]:
+    """Hidden state of each word's last token, per layer, with its preceding context.
+
+    Parameters
+    ----------
+    model : LanguageModel
+    words : WordSequence
+    layers : sequence of int
+        Block indices in ``[0, model.depth)``.
+    context_words : int
+        Words of the same story read before each word (0: the word alone).
+    batch_size : int
+        Contexts per forward pass (right-padded; the attention mask hides the padding).
+    device, dtype
+        As in :func:`brainalign.probe.features.extract_features` (bf16 autocast on CUDA).
+    progress : bool
+
+    Returns
+    -------
+    dict of int to ndarray of shape (n_words, hidden_size), float32
+    """
+    layers = [int(layer) for layer in layers]
+    bad = [layer for layer in layers if not 0 <= layer < model.depth]
+    if not layers or bad:
+        raise ValueError(f"layers must be indices in [0, {model.depth}); got {layers}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    target = _resolve_device(device)
+    compute_dtype = _resolve_dtype(dtype, target)
+    sequences = [model.encode(context) for context in words.contexts(context_words)]
+    module = model.module.to(target)
+    outputs: dict[int, np.ndarray] = {}
+    autocast = torch.autocast(
+        device_type=target.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32
+    )
+    starts = range(0, len(sequences), batch_size)
+    with torch.inference_mode(), autocast:
+        for start in tqdm(starts, desc=f"words {model.name}", unit="batch", disable=not progress):
+            batch = sequences[start : start + batch_size]
+            lengths = torch.tensor([len(ids) for ids in batch])
+            input_ids = torch.zeros((len(batch), int(lengths.max())), dtype=torch.long)
+            for row, ids in enumerate(batch):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+            mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
+            hidden = module(
+                input_ids=input_ids.to(target),
+                attention_mask=mask.to(target),
+                output_hidden_states=True,
+            ).hidden_states
+            last = (lengths - 1).to(target)  # (B,) index of each word's last token
+            rows = torch.arange(len(batch), device=target)
+            for layer in layers:
+                states = hidden[layer + 1][rows, last].float().cpu().numpy()  # (B, hidden)
+                if layer not in outputs:
+                    outputs[layer] = np.empty((len(sequences), states.shape[1]), np.float32)
+                outputs[layer][start : start + len(batch)] = states
+    return {layer: outputs[layer] for layer in layers}
+
+
+# ---------------------------------------------------------------------------- scoring
+def score_language(
+    features: dict[int, np.ndarray],
+    depths: dict[int, float],
+    words: WordSequence,
+    brain: BrainData,
+    *,
+    n_components: int | None = 50,
+    content_only: bool = True,
+    config: EncodingConfig | None = None,
+    progress: bool = False,
+) -> ProbeScores:
+    """Score word features against word-locked MEG (Study C).
+
+    Parameters
+    ----------
+    features : dict of int to ndarray of shape (n_words, hidden_size)
+        From :func:`extract_word_features`, rows in ``words`` order.
+    depths : dict of int to float
+        Relative depth of each layer.
+    words : WordSequence
+    brain : BrainData, modality "meg"
+        One epoch (or averaged epochs) per word token, ``stimulus_ids`` from ``words.ids``.
+    n_components : int or None
+        PCA components per layer (fitted on the scored words; None keeps every dimension).
+    content_only : bool
+        Score only the content words (``words.content``).
+    config : EncodingConfig
+        Default: decoding (brain -> model), alphas 1e-4..1e8, 5 folds.
+
+    Returns
+    -------
+    ProbeScores
+        As :func:`brainalign.probe.pipeline.score_layers`; ``feature_kind`` "language".
+
+    Raises
+    ------
+    ValueError
+        MEG epochs of ids that are not in the word table, too few words, not MEG.
+    """
+    if brain.modality != "meg":
+        raise ValueError(f"{brain.subject}: language features are scored against MEG only")
+    config = config or EncodingConfig(
+        alphas=[float(alpha) for alpha in DEFAULT_LANGUAGE_ALPHAS], direction="decoding"
+    )
+    position = {stimulus_id: index for index, stimulus_id in enumerate(words.ids)}
+    unknown = [stimulus_id for stimulus_id in brain.stimulus_ids if stimulus_id not in position]
+    if unknown:
+        raise ValueError(
+            f"{brain.subject}: {len(unknown)} MEG stimulus ids are not in the word table, "
+            f"e.g. {unknown[:5]}; the epochs' stimulus_id must name word tokens of the table"
+        )
+    keep = [
+        stimulus_id
+        for stimulus_id in brain.stimulus_ids
+        if words.content[position[stimulus_id]] or not content_only
+    ]
+    if len(keep) < 2 * config.n_folds:
+        raise ValueError(
+            f"{brain.subject}: {len(keep)} scored words are too few for {config.n_folds} folds"
+        )
+    brain = brain.select_stimuli(keep)
+    rows = np.array([position[stimulus_id] for stimulus_id in keep])
+    selected = {layer: array[rows] for layer, array in features.items()}
+    if n_components is not None:
+        limit = min(len(keep), *(array.shape[1] for array in selected.values()))
+        selected = reduce_features(selected, min(n_components, limit))
+    return score_layers(
+        selected,
+        depths,
+        brain,
+        config=config,
+        feature_kind="language",
+        meg_windows=(),
+        progress=progress,
+        stimulus_ids=keep,
+    )

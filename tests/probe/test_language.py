@@ -1,0 +1,207 @@
+"""Study C: word tables, per-word language-model features, and scores on planted MEG."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from language import planted_word_meg, save_tiny_language_model, word_table
+
+from brainalign.probe.brain_data import BrainData
+from brainalign.probe.features import reduce_features, select_layers
+from brainalign.probe.language import (
+    DEFAULT_LANGUAGE_DEPTHS,
+    WordSequence,
+    extract_word_features,
+    load_language_model,
+    score_language,
+)
+from brainalign.probe.pipeline import EncodingConfig
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    return save_tiny_language_model(tmp_path_factory.mktemp("lm") / "gpt2-tiny")
+
+
+@pytest.fixture(scope="module")
+def model(model_folder):
+    return load_language_model(model_folder)
+
+
+# ---------------------------------------------------------------------------- words
+def test_word_table_columns_and_content_words():
+    table = pd.DataFrame(
+        {"stimulus_id": [1, 2, 3], "word": ["the", "cat", "sat"], "pos": ["DET", "NOUN", "verb"]}
+    )
+    words = WordSequence.from_table(table, "words.csv")
+    assert words.ids == ("1", "2", "3")
+    assert words.content.tolist() == [False, True, True]  # case-insensitive tags
+    assert words.stories == ("0", "0", "0")
+    flagged = WordSequence.from_table(table.assign(is_content=[1, 0, 0]), "words.csv")
+    assert flagged.content.tolist() == [True, False, False]  # is_content wins over pos
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        (pd.DataFrame({"stimulus_id": ["a"]}), r"words\.csv: .*column\(s\) \['word'\]"),
+        (pd.DataFrame({"stimulus_id": ["a", "a"], "word": ["x", "y"]}), "repeated: \\['a'\\]"),
+        (pd.DataFrame({"stimulus_id": ["a", "b"], "word": ["x", " "]}), "empty word .*\\['b'\\]"),
+        (pd.DataFrame({"stimulus_id": [], "word": []}), "no rows"),
+    ],
+)
+def test_word_table_errors_name_the_table(table, message):
+    with pytest.raises(ValueError, match=message):
+        WordSequence.from_table(table, "words.csv")
+
+
+def test_contexts_stop_at_story_boundaries_and_at_the_context_length():
+    table = pd.DataFrame(
+        {
+            "stimulus_id": list("abcdef"),
+            "word": ["w1", "w2", "w3", "w4", "w5", "w6"],
+            "story": ["s1", "s1", "s1", "s1", "s2", "s2"],
+        }
+    )
+    words = WordSequence.from_table(table, "t")
+    assert words.contexts(2) == [
+        ["w1"],
+        ["w1", "w2"],
+        ["w1", "w2", "w3"],
+        ["w2", "w3", "w4"],
+        ["w5"],  # a new story starts without context
+        ["w5", "w6"],
+    ]
+    assert words.contexts(0) == [[word] for word in words.words]
+
+
+# ---------------------------------------------------------------------------- features
+def _plain_loop(model_folder, words, context_words, layer):
+    """The straightforward way: one forward pass per word on its context, last token."""
+    import transformers
+
+    module = transformers.AutoModel.from_pretrained(str(model_folder)).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_folder))
+    rows = []
+    for context in words.contexts(context_words):
+        ids = tokenizer(" ".join(context), add_special_tokens=False, return_tensors="pt")
+        with torch.no_grad():
+            hidden = module(**ids, output_hidden_states=True).hidden_states
+        rows.append(hidden[layer + 1][0, -1].numpy())
+    return np.stack(rows)
+
+
+def test_batched_features_equal_a_plain_loop_over_words(model_folder, model):
+    words = WordSequence.from_table(word_table(40, n_stories=3), "t")
+    assert model.depth == 6
+    features = extract_word_features(
+        model, words, layers=[1, 4], context_words=6, batch_size=7, progress=False
+    )
+    assert features[4].shape == (40, 32)
+    np.testing.assert_allclose(
+        features[4], _plain_loop(model_folder, words, 6, 4), rtol=1e-4, atol=1e-4
+    )
+    single = extract_word_features(model, words, layers=[1], context_words=6, batch_size=1)
+    np.testing.assert_allclose(single[1], features[1], rtol=1e-5, atol=1e-5)
+
+
+def test_features_never_see_later_words(model):
+    table = word_table(12, n_stories=1)
+    changed = table.copy()
+    changed.loc[8, "word"] = "w59" if table.loc[8, "word"] != "w59" else "w58"
+    before = extract_word_features(
+        model, WordSequence.from_table(table, "t"), layers=[5], context_words=20, progress=False
+    )[5]
+    after = extract_word_features(
+        model, WordSequence.from_table(changed, "t"), layers=[5], context_words=20, progress=False
+    )[5]
+    np.testing.assert_array_equal(before[:8], after[:8])  # words before the change
+    assert not np.allclose(before[8:], after[8:])  # the changed word and those after it
+
+
+def test_contexts_longer_than_the_model_keep_the_newest_tokens(model_folder, model):
+    words = WordSequence.from_table(word_table(80, n_stories=1), "t")
+    assert model.max_tokens == 64
+    long = extract_word_features(model, words, layers=[2], context_words=100, progress=False)[2]
+    capped = extract_word_features(model, words, layers=[2], context_words=63, progress=False)[2]
+    np.testing.assert_allclose(long, capped, atol=1e-5)  # one token per word: same 64 tokens
+
+
+def test_a_folder_without_tokenizer_files_is_refused(tmp_path, model_folder):
+    import shutil
+
+    folder = tmp_path / "no-tokenizer"
+    shutil.copytree(model_folder, folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    with pytest.raises(ValueError, match="no-tokenizer: no usable tokenizer files"):
+        load_language_model(folder)
+
+
+# ---------------------------------------------------------------------------- scores
+N_WORDS, TIMES = 400, np.arange(-3, 24) / 30.0  # -0.1 .. 0.77 s at 30 Hz
+
+
+@pytest.fixture(scope="module")
+def planted(model):
+    table = word_table(N_WORDS)
+    words = WordSequence.from_table(table, "t")
+    layers = select_layers(model.depth, list(DEFAULT_LANGUAGE_DEPTHS))
+    features = extract_word_features(model, words, layers=layers, context_words=8, progress=False)
+    content = np.flatnonzero(words.content)
+    components = reduce_features({layer: features[layer][content] for layer in layers}, 5)
+    return words, layers, features, content, components
+
+
+def _brain(words, content, data):
+    return BrainData(
+        modality="meg",
+        subject="listener",
+        stimulus_ids=[words.ids[index] for index in content],
+        data=data,
+        times=TIMES,
+        targets=pd.DataFrame({"channel": [f"MEG{i:03d}" for i in range(data.shape[1])]}),
+    )
+
+
+@pytest.mark.parametrize("direction, sign", [("forward", 1.0), ("reversed", -1.0)])
+def test_planted_latencies_give_the_temporal_score(model, planted, direction, sign):
+    """Each layer's top 5 components peak on the sensors at its own latency (0.1 s, 0.2 s...
+    with depth, or the reverse); decoding them back per time sample must find that order."""
+    words, layers, features, content, components = planted
+    latencies = [0.1 + 0.1 * index for index in range(len(layers))]
+    if direction == "reversed":
+        latencies = latencies[::-1]
+    data = planted_word_meg([components[layer] for layer in layers], latencies, TIMES)
+    depths = {layer: model.relative_depths[layer] for layer in layers}
+    config = EncodingConfig(backend="numpy", direction="decoding", alphas=[1e-2, 1e0, 1e2, 1e4])
+    scores = score_language(
+        features, depths, words, _brain(words, content, data), n_components=5, config=config
+    )
+    summary = scores.summary
+    assert summary["n_stimuli"] == len(content) < N_WORDS  # function words are not scored
+    assert sign * summary["temporal_score"] > 0.9
+    peaks = np.array(summary["t_max"])
+    assert np.all(np.abs(peaks - np.array(latencies)) <= 0.1), (peaks, latencies)
+    assert set(scores.table["feature_kind"]) == {"language"}
+
+
+def test_meg_ids_missing_from_the_word_table_are_named(model, planted):
+    words, layers, features, content, _ = planted
+    data = np.zeros((len(content), 4, TIMES.size), dtype=np.float32)
+    brain = _brain(words, content, data)
+    brain = BrainData(
+        modality="meg",
+        subject="listener",
+        stimulus_ids=[*brain.stimulus_ids[:-1], "not-a-word"],
+        data=data,
+        times=TIMES,
+        targets=brain.targets,
+    )
+    with pytest.raises(ValueError, match=r"1 MEG stimulus ids are not in the word table.*not-a"):
+        score_language(features, {layer: 0.5 for layer in layers}, words, brain)
