@@ -18,7 +18,6 @@ temporal score is Study A's: Pearson r between layer depth and T_max.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,15 +170,6 @@ class LanguageModel:
     def relative_depths(self) -> list[float]:
         """Relative depth of each block, ``layer / (depth - 1)``."""
         return [layer / max(self.depth - 1, 1) for layer in range(self.depth)]
-
-    @property
-    def identity(self) -> str:
-        """Hash of the weights (changes with any parameter)."""
-        digest = hashlib.sha256()
-        for key, tensor in sorted(self.module.state_dict().items()):
-            digest.update(key.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()[:16]
 
     def encode(self, words: Sequence[str]) -> list[int]:
         """Token ids of the words joined by spaces, oldest tokens cut beyond ``max_tokens``."""
