@@ -34,6 +34,8 @@ __all__ = [
     "extract_features",
     "pool_tokens",
     "reduce_features",
+    "resolve_device",
+    "resolve_dtype",
     "select_layers",
 ]
 
@@ -248,8 +250,8 @@ def extract_features(
     if not isinstance(stimuli, StimulusSet):
         stimuli = _as_stimulus_set(stimuli)
     layers = check_request(model, layers, pooling, batch_size)
-    target = _resolve_device(device)
-    compute_dtype = _resolve_dtype(dtype, target)
+    target = resolve_device(device)
+    compute_dtype = resolve_dtype(dtype, target)
     features, keys = cached_layers(cache, model, stimuli, layers, pooling, compute_dtype)
     missing = [layer for layer in layers if layer not in features]
     if missing and len(stimuli):
@@ -355,7 +357,8 @@ def _as_stimulus_set(images: np.ndarray) -> StimulusSet:
     return StimulusSet.from_array([str(index) for index in range(len(array))], array)
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"``: CUDA when available, else CPU; an unavailable CUDA device is an error."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
@@ -364,7 +367,8 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``"auto"``: bfloat16 (autocast) on CUDA, float32 on CPU; else the named dtype."""
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if dtype not in _DTYPES:

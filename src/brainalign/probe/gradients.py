@@ -42,12 +42,12 @@ from brainalign.probe.features import (
     _as_stimulus_set,
     _load_uint8,
     _prefetch,
-    _resolve_device,
-    _resolve_dtype,
     _to_model_input,
     cached_layers,
     check_request,
     pool_tokens,
+    resolve_device,
+    resolve_dtype,
 )
 from brainalign.probe.models import DinoProbeModel, ProbeModel, _output_to_tokens
 from brainalign.probe.stimuli import StimulusSet
@@ -328,8 +328,8 @@ def extract_gradient_features(
     layers = check_request(model, layers, pooling, batch_size)
     if not len(stimuli):
         raise ValueError("the stimulus set is empty: nothing to extract")
-    target = _resolve_device(device)
-    compute_dtype = _resolve_dtype(dtype, target)
+    target = resolve_device(device)
+    compute_dtype = resolve_dtype(dtype, target)
     features, keys = cached_layers(
         cache,
         model,

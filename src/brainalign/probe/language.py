@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from brainalign.probe.brain_data import BrainData
-from brainalign.probe.features import _resolve_device, _resolve_dtype, reduce_features
+from brainalign.probe.features import reduce_features, resolve_device, resolve_dtype
 from brainalign.probe.pipeline import EncodingConfig, ProbeScores, score_layers
 
 __all__ = [
@@ -261,8 +261,8 @@ def extract_word_features(
         raise ValueError(f"layers must be indices in [0, {model.depth}); got {layers}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    target = _resolve_device(device)
-    compute_dtype = _resolve_dtype(dtype, target)
+    target = resolve_device(device)
+    compute_dtype = resolve_dtype(dtype, target)
     sequences = [model.encode(context) for context in words.contexts(context_words)]
     module = model.module.to(target)
     outputs: dict[int, np.ndarray] = {}
