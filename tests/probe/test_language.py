@@ -132,6 +132,31 @@ def test_contexts_longer_than_the_model_keep_the_newest_tokens(model_folder, mod
     np.testing.assert_allclose(long, capped, atol=1e-5)  # one token per word: same 64 tokens
 
 
+def test_cached_word_features_skip_the_model(model, tmp_path, monkeypatch):
+    from brainalign.probe.cache import FeatureCache
+
+    cache = FeatureCache(tmp_path / "cache")
+    words = WordSequence.from_table(word_table(20), "t")
+    first = extract_word_features(
+        model, words, layers=[1, 3], context_words=4, cache=cache, progress=False
+    )
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("the model ran although every layer is cached")
+
+    monkeypatch.setattr(model.module, "forward", no_forward)
+    again = extract_word_features(
+        model, words, layers=[3, 1], context_words=4, cache=cache, progress=False
+    )
+    np.testing.assert_array_equal(again[1], first[1])
+    np.testing.assert_array_equal(again[3], first[3])
+    with pytest.raises(AssertionError, match="the model ran"):  # another context: a miss
+        extract_word_features(model, words, layers=[1], context_words=5, cache=cache)
+    other_words = WordSequence.from_table(word_table(20, seed=1), "t")
+    with pytest.raises(AssertionError, match="the model ran"):  # other words: a miss
+        extract_word_features(model, other_words, layers=[1], context_words=4, cache=cache)
+
+
 def test_a_folder_without_tokenizer_files_is_refused(tmp_path, model_folder):
     import shutil
 

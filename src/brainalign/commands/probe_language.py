@@ -59,6 +59,9 @@ def add(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Namespace]
         "--backend", default="auto", choices=["auto", "numpy", "torch", "torch_cuda"]
     )
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--cache-dir", default=".brainalign_cache", help="feature cache folder ('' disables it)"
+    )
 
     def run(ns: argparse.Namespace) -> None:
         if not ns.brain:
@@ -110,6 +113,7 @@ def probe_language(ns: argparse.Namespace, *, progress: bool = True) -> Any:
     import pandas as pd
 
     from brainalign.commands.probe import ProbeRun
+    from brainalign.probe.cache import FeatureCache
     from brainalign.probe.features import select_layers
     from brainalign.probe.language import (
         DEFAULT_LANGUAGE_ALPHAS,
@@ -129,6 +133,7 @@ def probe_language(ns: argparse.Namespace, *, progress: bool = True) -> Any:
         backend=ns.backend,
         direction=ns.direction,
     )
+    cache = FeatureCache(ns.cache_dir) if ns.cache_dir else None
     tables, summaries, extracted = [], [], {}
     for brain, words in pairs:
         if id(words) not in extracted:  # one extraction per word table
@@ -139,6 +144,7 @@ def probe_language(ns: argparse.Namespace, *, progress: bool = True) -> Any:
                 context_words=ns.context,
                 batch_size=ns.batch_size,
                 progress=progress,
+                cache=cache,
             )
         scores = score_language(
             extracted[id(words)],

@@ -29,7 +29,7 @@ from brainalign.utils.atomic import atomic_path
 
 __all__ = ["FEATURE_KINDS", "REQUIRED_KEY_PARTS", "FeatureCache", "feature_key_parts"]
 
-FEATURE_KINDS: tuple[str, ...] = ("activation", "gradient")
+FEATURE_KINDS: tuple[str, ...] = ("activation", "gradient", "language")
 REQUIRED_KEY_PARTS: tuple[str, ...] = (
     "model",
     "preprocess",
@@ -62,7 +62,7 @@ def feature_key_parts(
     pooling : str
     stimulus_hash : str
         ``StimulusSet.content_hash``.
-    feature_kind : {"activation", "gradient"}
+    feature_kind : {"activation", "gradient", "language"}
     **extra
         Further parts that change the features (e.g. ``precision``, a gradient loss name).
     """

@@ -18,6 +18,8 @@ temporal score is Study A's: Pearson r between layer depth and T_max.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from brainalign.probe.brain_data import BrainData
+from brainalign.probe.cache import FeatureCache, feature_key_parts
 from brainalign.probe.features import reduce_features, resolve_device, resolve_dtype
+from brainalign.probe.models import hash_weights
 from brainalign.probe.pipeline import EncodingConfig, ProbeScores, score_layers
 
 __all__ = [
@@ -50,6 +54,7 @@ CONTENT_POS: tuple[str, ...] = ("NOUN", "VERB", "ADJ", "ADV")
 DEFAULT_LANGUAGE_ALPHAS = np.logspace(-4, 8, 13)
 """Study C's ridge penalties, 1e-4..1e8."""
 
+_TOKENIZER_EXTRA_FILES = ("merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "vocab.txt", "spiece.model")
 
 DEFAULT_LANGUAGE_DEPTHS: tuple[float, ...] = tuple(np.round(np.linspace(0.1, 0.9, 9), 3))
@@ -122,6 +127,12 @@ class WordSequence:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def content_hash(self) -> str:
+        """sha256 (hex) of the ids, words and stories (what the features depend on)."""
+        text = json.dumps([self.ids, self.words, self.stories], separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def contexts(self, context_words: int) -> list[list[str]]:
         """Per word, the words the model reads: up to ``context_words`` before it, then it.
 
@@ -155,16 +166,35 @@ class LanguageModel:
         Number of blocks (``len(hidden_states) - 1``).
     max_tokens : int
         Longest input the model takes; longer contexts lose their oldest tokens.
+    tokenizer_identity : str, optional
+        Hash of the tokenizer files; default a hash of the tokenizer's vocabulary.
     """
 
     def __init__(
-        self, module: nn.Module, tokenizer: Any, *, name: str, depth: int, max_tokens: int
+        self,
+        module: nn.Module,
+        tokenizer: Any,
+        *,
+        name: str,
+        depth: int,
+        max_tokens: int,
+        tokenizer_identity: str | None = None,
     ) -> None:
         self.module = module.eval()
         self.tokenizer = tokenizer
         self.name = name
         self.depth = depth
         self.max_tokens = max_tokens
+        if tokenizer_identity is None:
+            vocabulary = json.dumps(sorted(tokenizer.get_vocab().items()))
+            tokenizer_identity = hashlib.sha256(vocabulary.encode()).hexdigest()
+        self.tokenizer_identity = tokenizer_identity
+
+    @property
+    def identity(self) -> str:
+        """sha256 (hex) of the architecture name, the weights and the tokenizer."""
+        description = {"name": self.name, "tokenizer": self.tokenizer_identity}
+        return hash_weights(description, self.module.state_dict())
 
     @property
     def relative_depths(self) -> list[float]:
@@ -214,12 +244,17 @@ def load_language_model(folder: str | Path) -> LanguageModel:
     positions = getattr(config, "max_position_embeddings", None) or getattr(
         config, "n_positions", None
     )
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.name in _TOKENIZER_FILES or path.name in _TOKENIZER_EXTRA_FILES:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return LanguageModel(
         module,
         tokenizer,
         name=f"hf:{type(module).__name__}:{getattr(config, 'model_type', '')}",
         depth=n_hidden - 1,
         max_tokens=int(positions or 2048),
+        tokenizer_identity=digest.hexdigest(),
     )
 
 
@@ -234,6 +269,7 @@ def extract_word_features(
     device: str | torch.device = "auto",
     dtype: str = "auto",
     progress: bool = True,
+    cache: FeatureCache | None = None,
 ) -> dict[int, np.ndarray]:
     """Hidden state of each word's last token, per layer, with its preceding context.
 
@@ -250,12 +286,15 @@ def extract_word_features(
     device, dtype
         As in :func:`brainalign.probe.features.extract_features` (bf16 autocast on CUDA).
     progress : bool
+    cache : FeatureCache, optional
+        Layers found in the cache (same weights, tokenizer, words, context and precision) are
+        not recomputed; the model does not run when every layer is cached.
 
     Returns
     -------
     dict of int to ndarray of shape (n_words, hidden_size), float32
     """
-    layers = [int(layer) for layer in layers]
+    layers = list(dict.fromkeys(int(layer) for layer in layers))
     bad = [layer for layer in layers if not 0 <= layer < model.depth]
     if not layers or bad:
         raise ValueError(f"layers must be indices in [0, {model.depth}); got {layers}")
@@ -263,11 +302,51 @@ def extract_word_features(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     target = resolve_device(device)
     compute_dtype = resolve_dtype(dtype, target)
+    features: dict[int, np.ndarray] = {}
+    keys: dict[int, dict] = {}
+    if cache is not None:
+        identity, words_hash = model.identity, words.content_hash
+        for layer in layers:
+            keys[layer] = feature_key_parts(
+                model_identity=identity,
+                preprocess={"context_words": int(context_words), "max_tokens": model.max_tokens},
+                layer=layer,
+                pooling="last_token",
+                stimulus_hash=words_hash,
+                feature_kind="language",
+                precision=str(compute_dtype).removeprefix("torch."),
+            )
+            cached = cache.get(keys[layer])
+            if cached is not None and cached.shape[0] == len(words):
+                features[layer] = cached
+    missing = [layer for layer in layers if layer not in features]
+    if missing:
+        computed = _run_language_model(
+            model, words, missing, context_words, batch_size, target, compute_dtype, progress
+        )
+        for layer, array in computed.items():
+            features[layer] = array
+            if cache is not None:
+                cache.put(keys[layer], array)
+    return {layer: features[layer] for layer in layers}
+
+
+def _run_language_model(
+    model: LanguageModel,
+    words: WordSequence,
+    layers: list[int],
+    context_words: int,
+    batch_size: int,
+    device: torch.device,
+    compute_dtype: torch.dtype,
+    progress: bool,
+) -> dict[int, np.ndarray]:
+    """One forward pass per batch of contexts for all ``layers``; last-token states."""
     sequences = [model.encode(context) for context in words.contexts(context_words)]
-    module = model.module.to(target)
+    module = model.module.to(device)
     outputs: dict[int, np.ndarray] = {}
     autocast = torch.autocast(
-        device_type=target.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32
+        device_type=device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32
     )
     starts = range(0, len(sequences), batch_size)
     with torch.inference_mode(), autocast:
@@ -279,18 +358,18 @@ def extract_word_features(
                 input_ids[row, : len(ids)] = torch.tensor(ids)
             mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
             hidden = module(
-                input_ids=input_ids.to(target),
-                attention_mask=mask.to(target),
+                input_ids=input_ids.to(device),
+                attention_mask=mask.to(device),
                 output_hidden_states=True,
             ).hidden_states
-            last = (lengths - 1).to(target)  # (B,) index of each word's last token
-            rows = torch.arange(len(batch), device=target)
+            last = (lengths - 1).to(device)  # (B,) index of each word's last token
+            rows = torch.arange(len(batch), device=device)
             for layer in layers:
                 states = hidden[layer + 1][rows, last].float().cpu().numpy()  # (B, hidden)
                 if layer not in outputs:
                     outputs[layer] = np.empty((len(sequences), states.shape[1]), np.float32)
                 outputs[layer][start : start + len(batch)] = states
-    return {layer: outputs[layer] for layer in layers}
+    return outputs
 
 
 # ---------------------------------------------------------------------------- scoring

@@ -267,7 +267,7 @@ class ProbeModel:
         state = self.module.state_dict(keep_vars=True)
         versions = _version_stamp(state)
         if self._identity is None or versions is None or versions != self._identity_versions:
-            self._identity = _hash_weights(
+            self._identity = hash_weights(
                 {
                     "architecture": self.architecture,
                     "layer_names": self.layer_names,
@@ -1121,7 +1121,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _hash_weights(description: dict[str, Any], state: dict[str, Tensor]) -> str:
+def hash_weights(description: dict[str, Any], state: dict[str, Tensor]) -> str:
+    """sha256 (hex) of a JSON description and every tensor's name, dtype, shape and bytes."""
     digest = hashlib.sha256(json.dumps(description, sort_keys=True).encode())
     for key in sorted(state):
         tensor = state[key].detach()
