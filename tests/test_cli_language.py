@@ -110,3 +110,14 @@ def test_epochs_without_words_need_a_word_table(workspace, tmp_path):
         *("probe-language", "--model", folder / "lm", "--out", "out", "--brain", "bare-epo.fif"),
         expected="bare-epo.fif (epochs metadata): the word table needs the column(s) ['word']",
     )
+
+
+@pytest.mark.slow
+def test_a_model_folder_is_checked_before_the_meg_is_read(workspace, tmp_path):
+    folder, _, _ = workspace
+    _fails_cleanly(
+        tmp_path,
+        *("probe-language", "--model", "no_such_model", "--out", "out"),
+        *("--brain", "missing-epo.fif"),  # would fail too, were it read first
+        expected="no_such_model is not a Hugging Face model folder",
+    )

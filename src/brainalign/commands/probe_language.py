@@ -123,8 +123,14 @@ def probe_language(ns: argparse.Namespace, *, progress: bool = True) -> Any:
     )
     from brainalign.probe.pipeline import EncodingConfig
 
+    folder = Path(ns.model)
+    if not (folder / "config.json").is_file():  # before the (possibly large) MEG files are read
+        raise FileNotFoundError(
+            f"{folder} is not a Hugging Face model folder: expected config.json, the weights "
+            "and the tokenizer files in it (nothing is downloaded)"
+        )
     pairs = _word_tables(ns)
-    model = load_language_model(ns.model)
+    model = load_language_model(folder)
     layers = select_layers(model.depth, ns.layers)
     depths = {layer: model.relative_depths[layer] for layer in layers}
     config = EncodingConfig(
