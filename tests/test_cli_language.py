@@ -113,8 +113,7 @@ def test_epochs_without_words_need_a_word_table(workspace, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_model_folder_is_checked_before_the_meg_is_read(workspace, tmp_path):
-    folder, _, _ = workspace
+def test_a_model_folder_is_checked_before_the_meg_is_read(tmp_path):
     _fails_cleanly(
         tmp_path,
         *("probe-language", "--model", "no_such_model", "--out", "out"),

@@ -218,15 +218,7 @@ def test_planted_latencies_give_the_temporal_score(model, planted, direction, si
 
 def test_meg_ids_missing_from_the_word_table_are_named(model, planted):
     words, layers, features, content, _ = planted
-    data = np.zeros((len(content), 4, TIMES.size), dtype=np.float32)
-    brain = _brain(words, content, data)
-    brain = BrainData(
-        modality="meg",
-        subject="listener",
-        stimulus_ids=[*brain.stimulus_ids[:-1], "not-a-word"],
-        data=data,
-        times=TIMES,
-        targets=brain.targets,
-    )
+    brain = _brain(words, content, np.zeros((len(content), 4, TIMES.size), dtype=np.float32))
+    brain.stimulus_ids[-1] = "not-a-word"
     with pytest.raises(ValueError, match=r"1 MEG stimulus ids are not in the word table.*not-a"):
         score_language(features, {layer: 0.5 for layer in layers}, words, brain)

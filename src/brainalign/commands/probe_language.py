@@ -97,8 +97,7 @@ def _word_tables(ns: argparse.Namespace) -> list[tuple[Any, Any]]:
     for path in ns.brain:
         brain, metadata = load_meg_epochs_with_metadata(path)
         words = shared or WordSequence.from_table(metadata, f"{path} (epochs metadata)")
-        known = set(words.ids)
-        unknown = [stimulus_id for stimulus_id in brain.stimulus_ids if stimulus_id not in known]
+        unknown = words.unknown_ids(brain.stimulus_ids)
         if unknown:
             raise ValueError(
                 f"{path}: {len(unknown)} epochs name stimulus ids missing from the word table, "

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,13 @@ import numpy as np
 
 from brainalign.utils.atomic import atomic_path
 
-__all__ = ["FEATURE_KINDS", "REQUIRED_KEY_PARTS", "FeatureCache", "feature_key_parts"]
+__all__ = [
+    "FEATURE_KINDS",
+    "REQUIRED_KEY_PARTS",
+    "FeatureCache",
+    "cached_layer_features",
+    "feature_key_parts",
+]
 
 FEATURE_KINDS: tuple[str, ...] = ("activation", "gradient", "language")
 REQUIRED_KEY_PARTS: tuple[str, ...] = (
@@ -154,3 +160,40 @@ class FeatureCache:
         with atomic_path(path) as temporary:
             np.save(temporary, array, allow_pickle=False)
         return path
+
+
+def cached_layer_features(
+    cache: FeatureCache | None,
+    layers: Sequence[int],
+    n_rows: int,
+    **key_parts: Any,
+) -> tuple[dict[int, np.ndarray], dict[int, dict]]:
+    """Layers already in the cache, and the cache key parts of every layer.
+
+    Parameters
+    ----------
+    cache : FeatureCache or None
+        None: nothing is cached (both dicts are empty).
+    layers : sequence of int
+    n_rows : int
+        Rows a cached array must have (an entry of another size counts as a miss).
+    **key_parts
+        Everything :func:`feature_key_parts` takes except ``layer``.
+
+    Returns
+    -------
+    features : dict of int to ndarray of shape (n_rows, n_features)
+        The cached layers only.
+    keys : dict of int to dict
+        Key parts per layer (empty without a cache), for storing the computed layers.
+    """
+    features: dict[int, np.ndarray] = {}
+    keys: dict[int, dict] = {}
+    if cache is None:
+        return features, keys
+    for layer in layers:
+        keys[layer] = feature_key_parts(layer=layer, **key_parts)
+        cached = cache.get(keys[layer])
+        if cached is not None and cached.shape[0] == n_rows:
+            features[layer] = cached
+    return features, keys

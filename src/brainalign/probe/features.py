@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from brainalign.probe.cache import FeatureCache, feature_key_parts
+from brainalign.probe.cache import FeatureCache, cached_layer_features
 from brainalign.probe.models import Preprocess, ProbeModel, TokenLayout
 from brainalign.probe.stimuli import StimulusSet
 
@@ -186,25 +186,19 @@ def cached_layers(
     keys : dict of int to dict
         Key parts per layer (empty without a cache), for storing the computed layers.
     """
-    features: dict[int, np.ndarray] = {}
-    keys: dict[int, dict] = {}
     if cache is None:
-        return features, keys
-    identity, stimulus_hash = model.identity, stimuli.content_hash
-    for layer in layers:
-        keys[layer] = feature_key_parts(
-            model_identity=identity,
-            preprocess=model.preprocess.as_dict(),
-            layer=layer,
-            pooling=pooling,
-            stimulus_hash=stimulus_hash,
-            precision=str(compute_dtype).removeprefix("torch."),
-            **key_parts,
-        )
-        cached = cache.get(keys[layer])
-        if cached is not None and cached.shape[0] == len(stimuli):
-            features[layer] = cached
-    return features, keys
+        return {}, {}
+    return cached_layer_features(
+        cache,
+        layers,
+        len(stimuli),
+        model_identity=model.identity,
+        preprocess=model.preprocess.as_dict(),
+        pooling=pooling,
+        stimulus_hash=stimuli.content_hash,
+        precision=str(compute_dtype).removeprefix("torch."),
+        **key_parts,
+    )
 
 
 def extract_features(

@@ -32,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from brainalign.probe.brain_data import BrainData
-from brainalign.probe.cache import FeatureCache, feature_key_parts
+from brainalign.probe.cache import FeatureCache, cached_layer_features
 from brainalign.probe.features import reduce_features, resolve_device, resolve_dtype
 from brainalign.probe.models import hash_weights
 from brainalign.probe.pipeline import EncodingConfig, ProbeScores, score_layers
@@ -126,6 +126,11 @@ class WordSequence:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def unknown_ids(self, ids: Sequence[str]) -> list[str]:
+        """The ids (e.g. of MEG epochs) that name no word of this sequence, in order."""
+        known = set(self.ids)
+        return [stimulus_id for stimulus_id in ids if stimulus_id not in known]
 
     @property
     def content_hash(self) -> str:
@@ -302,23 +307,19 @@ def extract_word_features(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     target = resolve_device(device)
     compute_dtype = resolve_dtype(dtype, target)
-    features: dict[int, np.ndarray] = {}
-    keys: dict[int, dict] = {}
+    features, keys = {}, {}
     if cache is not None:
-        identity, words_hash = model.identity, words.content_hash
-        for layer in layers:
-            keys[layer] = feature_key_parts(
-                model_identity=identity,
-                preprocess={"context_words": int(context_words), "max_tokens": model.max_tokens},
-                layer=layer,
-                pooling="last_token",
-                stimulus_hash=words_hash,
-                feature_kind="language",
-                precision=str(compute_dtype).removeprefix("torch."),
-            )
-            cached = cache.get(keys[layer])
-            if cached is not None and cached.shape[0] == len(words):
-                features[layer] = cached
+        features, keys = cached_layer_features(
+            cache,
+            layers,
+            len(words),
+            model_identity=model.identity,
+            preprocess={"context_words": int(context_words), "max_tokens": model.max_tokens},
+            pooling="last_token",
+            stimulus_hash=words.content_hash,
+            feature_kind="language",
+            precision=str(compute_dtype).removeprefix("torch."),
+        )
     missing = [layer for layer in layers if layer not in features]
     if missing:
         computed = _run_language_model(
@@ -417,13 +418,13 @@ def score_language(
     config = config or EncodingConfig(
         alphas=[float(alpha) for alpha in DEFAULT_LANGUAGE_ALPHAS], direction="decoding"
     )
-    position = {stimulus_id: index for index, stimulus_id in enumerate(words.ids)}
-    unknown = [stimulus_id for stimulus_id in brain.stimulus_ids if stimulus_id not in position]
+    unknown = words.unknown_ids(brain.stimulus_ids)
     if unknown:
         raise ValueError(
             f"{brain.subject}: {len(unknown)} MEG stimulus ids are not in the word table, "
             f"e.g. {unknown[:5]}; the epochs' stimulus_id must name word tokens of the table"
         )
+    position = {stimulus_id: index for index, stimulus_id in enumerate(words.ids)}
     keep = [
         stimulus_id
         for stimulus_id in brain.stimulus_ids

@@ -23,8 +23,8 @@ How it is computed (one SVD per fold serves every alpha and every target):
 The SVDs (from the eigendecomposition of the smaller Gram matrix) are computed in float64, the
 large matrix products in the working dtype (float32 by default on torch). Where the float32 LOO
 errors of two alphas lie within float32 rounding of each other, those targets' candidate errors
-are recomputed in float64 (a few percent of targets on ViT activations), so the chosen alphas
-equal the float64 fit's and R matches it to about 1e-6. Targets are processed
+are recomputed in float64, so the chosen alphas equal the float64 fit's and R matches it to about
+1e-6 (``benchmarks/probe.py`` prints the difference from scikit-learn). Targets are processed
 in batches to bound memory: each batch is read straight from Y (no copy of the whole of Y; on
 CPU torch a float32 batch is a zero-copy view), its training rows are gathered into one reused
 buffer and centred in place, and the per-alpha LOO residuals are written into a second reused
