@@ -352,7 +352,7 @@ def _tiny_hf_vit(folder, seed: int = 0):
 
 def test_huggingface_folder_gives_the_models_own_hidden_states(tmp_path):
     reference = _tiny_hf_vit(tmp_path / "vit")
-    model = load_probe_model(tmp_path / "vit")
+    model = load_probe_model(tmp_path / "vit", final_norm=False)
     assert model.depth == 3
     assert model.token_layout == TokenLayout(has_cls=True, n_registers=0)
     assert model.preprocess.resolution == 32
@@ -362,6 +362,19 @@ def test_huggingface_folder_gives_the_models_own_hidden_states(tmp_path):
         got = model.extract(images, [0, 2])
     torch.testing.assert_close(got[0], hidden[1])  # block 0 = hidden_states[1]
     torch.testing.assert_close(got[1], hidden[3])
+
+
+def test_huggingface_final_norm_is_the_models_own_layernorm_on_every_block(tmp_path):
+    # final_norm (the default) applies the norm the model applies to its last hidden state.
+    reference = _tiny_hf_vit(tmp_path / "vit")
+    model = load_probe_model(tmp_path / "vit")
+    images = _images(size=32)
+    with torch.no_grad():
+        outputs = reference(pixel_values=images, output_hidden_states=True)
+        got = model.extract(images, [0, 2])
+        torch.testing.assert_close(got[0], reference.layernorm(outputs.hidden_states[1]))
+    torch.testing.assert_close(got[1], outputs.last_hidden_state)  # the model's own output
+    assert model.identity != load_probe_model(tmp_path / "vit", final_norm=False).identity
 
 
 def test_huggingface_folder_with_registers_and_a_convnet(tmp_path):
@@ -392,7 +405,8 @@ def test_huggingface_pytorch_bin_is_read_safely(tmp_path):
     images = _images(size=32)
     with torch.no_grad():
         expected = reference(pixel_values=images, output_hidden_states=True).hidden_states[2]
-        torch.testing.assert_close(load_probe_model(folder).extract(images, [1])[0], expected)
+        got = load_probe_model(folder, final_norm=False).extract(images, [1])[0]
+        torch.testing.assert_close(got, expected)
 
     pickled = {"weights": reference.state_dict(), "extra": _Opaque()}
     torch.save(pickled, folder / "pytorch_model.bin")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -25,7 +26,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from brainalign.probe.cache import FeatureCache, cached_layer_features
-from brainalign.probe.models import Preprocess, ProbeModel, TokenLayout
+from brainalign.probe.models import ProbeModel, TokenLayout
+from brainalign.probe.models.preprocess import LoadedBatch
 from brainalign.probe.stimuli import StimulusSet
 
 __all__ = [
@@ -41,7 +43,6 @@ __all__ = [
 
 Pooling = Literal["cls", "mean", "registers", "cls+mean"]
 POOLINGS: tuple[str, ...] = ("cls", "mean", "registers", "cls+mean")
-LoadedBatch = np.ndarray | list[np.ndarray]
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -274,43 +275,86 @@ def _run_model(
     """One forward pass per batch for all ``layers``; pooled outputs gathered on the host."""
     model.to(device)
     n_stimuli = len(stimuli)
-    starts = range(0, n_stimuli, batch_size)
     outputs: dict[int, Tensor] = {}
     pin = device.type == "cuda"
     autocast = torch.autocast(
         device_type=device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32
     )
-
-    def load(start: int) -> np.ndarray | list[np.ndarray]:
-        return _load_uint8(stimuli, np.arange(start, min(start + batch_size, n_stimuli)))
-
+    batches = model_input_batches(
+        model, stimuli, batch_size, device, desc=f"features {model.architecture}", progress=progress
+    )
     with torch.inference_mode(), autocast:
-        for start, loaded in tqdm(
-            zip(starts, _prefetch(load, starts)),
-            total=len(starts),
-            desc=f"features {model.architecture}",
-            unit="batch",
-            disable=not progress,
-        ):
-            images = _to_model_input(loaded, model.preprocess, device)  # (B, 3, R, R)
-            tokens = model.extract(images, layers)  # per layer (B, T, D)
+        for batch in batches:
+            tokens = model.extract(batch.inputs, layers)  # per layer (B, T, D)
             for layer, layer_tokens in zip(layers, tokens):
                 pooled = pool_tokens(layer_tokens, model.token_layout, pooling)  # (B, F)
                 if layer not in outputs:
                     outputs[layer] = torch.empty(
                         (n_stimuli, pooled.shape[1]), dtype=torch.float32, pin_memory=pin
                     )
-                outputs[layer][start : start + len(pooled)].copy_(pooled, non_blocking=pin)
+                rows = slice(batch.start, batch.start + len(pooled))
+                outputs[layer][rows].copy_(pooled, non_blocking=pin)
     if pin:
         torch.cuda.synchronize(device)
     return {layer: outputs[layer].numpy() for layer in layers}
 
 
-def _prefetch(load: Callable[[int], LoadedBatch], starts: Sequence[int]) -> Iterator[LoadedBatch]:
+@dataclass(frozen=True)
+class ModelInputBatch:
+    """One batch of stimuli, as loaded and as model input.
+
+    Attributes
+    ----------
+    start : int
+        Position of the first stimulus of the batch in the set.
+    images : ndarray of shape (B, H, W, 3) or list of (H, W, 3), uint8
+        The images as stored (objectives seed their views from these pixels).
+    inputs : Tensor of shape (B, 3, R, R), float32
+        Preprocessed with the model's preprocessing, on the target device.
+    """
+
+    start: int
+    images: LoadedBatch
+    inputs: Tensor
+
+
+def model_input_batches(
+    model: ProbeModel,
+    stimuli: StimulusSet,
+    batch_size: int,
+    device: torch.device,
+    *,
+    desc: str,
+    progress: bool,
+) -> Iterator[ModelInputBatch]:
+    """Batches of model input; the next batch is read and prepared while the current one runs.
+
+    Reading, decoding and the host part of the preprocessing (the authors' PIL pipelines) run
+    in a worker thread; the device part (the tensor pipeline's resize) in the caller's.
+    """
+    preprocess = model.preprocess
+    n_stimuli = len(stimuli)
+    starts = range(0, n_stimuli, batch_size)
+
+    def load(start: int) -> tuple[LoadedBatch, Any]:
+        images = _load_uint8(stimuli, np.arange(start, min(start + batch_size, n_stimuli)))
+        return images, preprocess.prepare(images)
+
+    for start, (images, prepared) in tqdm(
+        zip(starts, _prefetch(load, starts)),
+        total=len(starts),
+        desc=desc,
+        unit="batch",
+        disable=not progress,
+    ):
+        yield ModelInputBatch(start, images, preprocess.to_device(prepared, device))
+
+
+def _prefetch(load: Callable[[int], Any], starts: Sequence[int]) -> Iterator[Any]:
     """Yield ``load(start)`` for each start, reading the next batch in a worker thread.
 
-    The worker only reads and decodes images (NumPy, PIL: no torch kernels), so it never starts
-    a second OpenMP thread team competing with the forward pass on the CPU.
+    With the tensor pipeline the worker only reads and decodes images (NumPy, PIL: no torch
+    kernels), so it starts no second OpenMP thread team competing with the forward pass.
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="brainalign-prefetch") as pool:
         pending = pool.submit(load, starts[0]) if len(starts) else None
@@ -329,21 +373,6 @@ def _load_uint8(stimuli: StimulusSet, indices: np.ndarray) -> LoadedBatch:
     if len({image.shape for image in images}) == 1:
         return np.stack(images)
     return images
-
-
-def _to_model_input(loaded: LoadedBatch, preprocess: Preprocess, device: torch.device) -> Tensor:
-    """Move uint8 images to ``device`` and preprocess them there (batched when possible).
-
-    Returns
-    -------
-    Tensor of shape (B, 3, R, R), float32
-    """
-    if isinstance(loaded, np.ndarray):
-        batch = torch.from_numpy(loaded).to(device).permute(0, 3, 1, 2)  # (B, 3, H, W)
-        return preprocess(batch)
-    return torch.cat(
-        [preprocess(torch.from_numpy(image).to(device).permute(2, 0, 1)[None]) for image in loaded]
-    )
 
 
 def _as_stimulus_set(images: np.ndarray) -> StimulusSet:

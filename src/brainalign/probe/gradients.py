@@ -34,22 +34,19 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from brainalign.probe.cache import FeatureCache
 from brainalign.probe.features import (
     Pooling,
     _as_stimulus_set,
-    _load_uint8,
-    _prefetch,
-    _to_model_input,
     cached_layers,
     check_request,
+    model_input_batches,
     pool_tokens,
     resolve_device,
     resolve_dtype,
 )
-from brainalign.probe.models import DinoProbeModel, ProbeModel, _output_to_tokens
+from brainalign.probe.models import DinoProbeModel, ProbeModel, output_to_tokens
 from brainalign.probe.stimuli import StimulusSet
 
 __all__ = [
@@ -259,7 +256,7 @@ def layer_gradients(
     channels_last = bool(getattr(model, "channels_last", False))
     per_layer: dict[int, list[Tensor]] = {layer: [] for layer in layers}
     for (layer, _), grad in zip(kept, grads):
-        tokens = _output_to_tokens(grad, model.layer_names[layer], channels_last=channels_last)
+        tokens = output_to_tokens(grad, model.layer_names[layer], channels_last=channels_last)
         per_layer[layer].append(tokens.detach())  # (rows, T, D)
     pooled: dict[int, Tensor] = {}
     for layer in layers:
@@ -373,27 +370,24 @@ def _run_backward(
     """One forward + one backward pass per batch for all ``layers``."""
     model.to(device)
     n_stimuli = len(stimuli)
-    starts = range(0, n_stimuli, batch_size)
     outputs: dict[int, np.ndarray] = {}
     autocast = torch.autocast(
         device_type=device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32
     )
-
-    def load(start: int) -> np.ndarray | list[np.ndarray]:
-        return _load_uint8(stimuli, np.arange(start, min(start + batch_size, n_stimuli)))
-
+    batches = model_input_batches(
+        model,
+        stimuli,
+        batch_size,
+        device,
+        desc=f"gradients {model.architecture}",
+        progress=progress,
+    )
     with _gradients_on(), autocast:
-        for start, loaded in tqdm(
-            zip(starts, _prefetch(load, starts)),
-            total=len(starts),
-            desc=f"gradients {model.architecture}",
-            unit="batch",
-            disable=not progress,
-        ):
-            images = _to_model_input(loaded, model.preprocess, device)  # (B, 3, R, R)
+        for loaded in batches:
+            start, images = loaded.start, loaded.inputs  # (B, 3, R, R)
             batch = StimulusBatch(
                 images=images.requires_grad_(True),
-                seeds=torch.from_numpy(image_seeds(loaded)),
+                seeds=torch.from_numpy(image_seeds(loaded.images)),
                 indices=torch.arange(start, start + images.shape[0]),
             )
             pooled = layer_gradients(model, objective, batch, layers, pooling)

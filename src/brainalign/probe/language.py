@@ -31,10 +31,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from brainalign.models.weights import hash_weights
 from brainalign.probe.brain_data import BrainData
 from brainalign.probe.cache import FeatureCache, cached_layer_features
 from brainalign.probe.features import reduce_features, resolve_device, resolve_dtype
-from brainalign.probe.models import hash_weights
 from brainalign.probe.pipeline import EncodingConfig, ProbeScores, score_layers
 
 __all__ = [

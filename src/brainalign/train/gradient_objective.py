@@ -26,11 +26,7 @@ Teacher exports hold no heads: use the probe's invariance objective for them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import pickle
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,8 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from brainalign.models.backbone import DinoBackbone, create_backbone
+from brainalign.models.backbone import DinoBackbone
+from brainalign.models.checkpoint import read_lightning_checkpoint, weights_under
 from brainalign.models.export import load_state_dict_checked
+from brainalign.models.views import SeededViews
+from brainalign.models.weights import hash_weights
 from brainalign.train.heads import DINOHead
 from brainalign.train.losses import masked_patch_indices_and_weights
 from brainalign.train.masks import block_masks
@@ -210,14 +209,10 @@ class DinoGradientObjective(nn.Module):
             ``student.ibot_head.*``), or holds pickled objects without ``allow_pickle``.
         """
         path = Path(path)
-        checkpoint = _load_checkpoint(path, allow_pickle=allow_pickle)
-        state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-        if not isinstance(state, dict):
-            raise ValueError(f"{path} is not a Lightning checkpoint: it has no 'state_dict'")
-        hyper = checkpoint.get("hyper_parameters") or {}
-        hyper = hyper if isinstance(hyper, Mapping) else vars(hyper)
+        checkpoint = read_lightning_checkpoint(path, allow_pickle=allow_pickle)
+        state, hyper = checkpoint.state_dict, checkpoint.hyper_parameters
         missing = [
-            prefix + "*" for prefix in (*_HEADS, "teacher.backbone.") if not _has(state, prefix)
+            prefix + "*" for prefix in (*_HEADS, "teacher.backbone.") if not checkpoint.has(prefix)
         ]
         if missing:
             raise ValueError(
@@ -225,15 +220,9 @@ class DinoGradientObjective(nn.Module):
                 "needs a checkpoint written by brainalign's DINOv3Module (teacher exports hold "
                 "no heads: use the invariance objective)"
             )
-        name = hyper.get("backbone")
-        if not isinstance(name, str):
-            raise ValueError(f"{path}: hyper_parameters has no 'backbone' name")
-        teacher = create_backbone(name, img_size=hyper.get("img_size"))
-        load_state_dict_checked(
-            teacher, _under(state, "teacher.backbone."), source=f"{path} [teacher.backbone.*]"
-        )
+        teacher = checkpoint.backbone("teacher.backbone.")
         heads = {
-            prefix: _head_from_state(_under(state, prefix), f"{path} [{prefix}*]")
+            prefix: _head_from_state(weights_under(state, prefix), f"{path} [{prefix}*]")
             for prefix in _HEADS
         }
         defaults = {"mask_probability": 0.5, "mask_ratio_range": (0.1, 0.5)}
@@ -260,12 +249,7 @@ class DinoGradientObjective(nn.Module):
     @property
     def identity(self) -> str:
         """``dino_ibot:<sha256>`` of the configuration and the teacher and head weights."""
-        digest = hashlib.sha256(json.dumps(self.config, sort_keys=True).encode())
-        for key, tensor in sorted(self.state_dict().items()):
-            flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-            digest.update(f"\0{key}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
-            digest.update(flat.view(torch.uint8).numpy().data if flat.numel() else b"")
-        return f"dino_ibot:{digest.hexdigest()[:32]}"
+        return f"dino_ibot:{hash_weights(self.config, self.state_dict())[:32]}"
 
     # ------------------------------------------------------------------ the loss
     def forward(self, model: Any, batch: _Batch) -> Tensor:
@@ -353,50 +337,24 @@ class DinoGradientObjective(nn.Module):
 def _seeded_views(
     images: Tensor, seeds: list[int], preprocess: Any, config: Mapping[str, Any]
 ) -> Tensor:
-    """Two views per image from its seed: crop + flip (one affine resampling), then
-    brightness and contrast on the [0, 1] scale. Returns (2, B, 3, R, R), view-major."""
-    thetas, factors = [], []
-    for view in range(2):
-        for image_seed in seeds:
-            rng = np.random.default_rng(np.random.SeedSequence([config["seed"], image_seed, view]))
-            area = rng.uniform(*config["crop_scale"])
-            aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-            width, height = min(1.0, math.sqrt(area * aspect)), min(1.0, math.sqrt(area / aspect))
-            centre = (rng.uniform(width - 1, 1 - width), rng.uniform(height - 1, 1 - height))
-            flip = -1.0 if rng.random() < config["flip_p"] else 1.0
-            thetas.append([[width * flip, 0.0, centre[0]], [0.0, height, centre[1]]])
-            factors.append(
-                [
-                    rng.uniform(1 - config["brightness"], 1 + config["brightness"]),
-                    rng.uniform(1 - config["contrast"], 1 + config["contrast"]),
-                ]
-            )
-    options = {"device": images.device, "dtype": torch.float32}
-    theta = torch.tensor(thetas, **options)  # (2B, 2, 3)
-    brightness, contrast = torch.tensor(factors, **options).T.reshape(2, -1, 1, 1, 1)
-    repeated = images.float().repeat(2, 1, 1, 1)  # (2B, 3, R, R)
-    grid = F.affine_grid(theta, list(repeated.shape), align_corners=False)
-    views = F.grid_sample(repeated, grid, padding_mode="reflection", align_corners=False)
-    mean = torch.tensor(preprocess.mean, **options).view(1, 3, 1, 1)
-    std = torch.tensor(preprocess.std, **options).view(1, 3, 1, 1)
-    pixels = views * std + mean
-    image_mean = pixels.mean(dim=(1, 2, 3), keepdim=True)
-    pixels = ((pixels - image_mean) * contrast + image_mean) * brightness
-    return ((pixels - mean) / std).view(2, len(seeds), *images.shape[1:])
+    """Two views per image from its seed (:class:`~brainalign.models.views.SeededViews`).
+
+    Returns (2, B, 3, R, R), view-major.
+    """
+    views = SeededViews(
+        scale=tuple(config["crop_scale"]),
+        flip_p=config["flip_p"],
+        brightness=config["brightness"],
+        contrast=config["contrast"],
+    )
+    seed_tensor = torch.as_tensor(list(seeds), dtype=torch.int64)
+    return views(images, seed_tensor, n_views=2, seed=config["seed"], preprocess=preprocess)
 
 
 def _total_steps(module: nn.Module) -> int | None:
     trainer = getattr(module, "_trainer", None)
     max_steps = getattr(trainer, "max_steps", None) if trainer is not None else None
     return int(max_steps) if max_steps is not None and max_steps > 0 else None
-
-
-def _has(state: Mapping[str, Tensor], prefix: str) -> bool:
-    return any(key.startswith(prefix) for key in state)
-
-
-def _under(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
 
 
 def _head_from_state(state: dict[str, Tensor], source: str) -> DINOHead:
@@ -419,23 +377,3 @@ def _head_from_state(state: dict[str, Tensor], source: str) -> DINOHead:
     )
     load_state_dict_checked(head, state, source=source)
     return head.eval().requires_grad_(False)
-
-
-def _load_checkpoint(path: Path, *, allow_pickle: bool) -> Any:
-    """``torch.load(weights_only=True)`` allowing brainalign's own config dataclasses."""
-    from brainalign.train.module import GramConfig, HeadConfig, OptimConfig
-
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    allowed = [GramConfig, HeadConfig, OptimConfig, Schedule]
-    try:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if not allow_pickle:
-            raise ValueError(
-                f"{path} holds pickled Python objects besides tensors and brainalign configs; "
-                "pass allow_pickle=True (CLI: --allow-pickle) only if you trust the file"
-            ) from error
-    warnings.warn(f"loading {path} with allow_pickle=True: unpickling can run code", stacklevel=3)
-    return torch.load(path, map_location="cpu", weights_only=False)
