@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,8 @@ __all__ = [
     "FEATURE_KINDS",
     "REQUIRED_KEY_PARTS",
     "FeatureCache",
-    "cached_layer_features",
     "feature_key_parts",
+    "features_through_cache",
 ]
 
 FEATURE_KINDS: tuple[str, ...] = ("activation", "gradient", "language")
@@ -162,38 +162,52 @@ class FeatureCache:
         return path
 
 
-def cached_layer_features(
+def features_through_cache(
     cache: FeatureCache | None,
     layers: Sequence[int],
+    compute: Callable[[list[int]], Mapping[int, np.ndarray]],
+    *,
     n_rows: int,
+    row_order: np.ndarray | None = None,
     **key_parts: Any,
-) -> tuple[dict[int, np.ndarray], dict[int, dict]]:
-    """Layers already in the cache, and the cache key parts of every layer.
+) -> dict[int, np.ndarray]:
+    """Per-layer features, read from the cache where present and computed (then stored) else.
 
     Parameters
     ----------
     cache : FeatureCache or None
-        None: nothing is cached (both dicts are empty).
+        None: every layer is computed, nothing is stored.
     layers : sequence of int
+    compute : callable
+        list of missing layers -> {layer: ndarray of shape (n_rows, n_features)}; not called
+        when every layer is cached.
     n_rows : int
         Rows a cached array must have (an entry of another size counts as a miss).
+    row_order : ndarray of shape (n_rows,), optional
+        Rows are stored in this order (``StimulusSet.canonical_order()``) and put back in the
+        caller's order on reading, so a key made of an order-free set hash fits every order.
     **key_parts
         Everything :func:`feature_key_parts` takes except ``layer``.
 
     Returns
     -------
-    features : dict of int to ndarray of shape (n_rows, n_features)
-        The cached layers only.
-    keys : dict of int to dict
-        Key parts per layer (empty without a cache), for storing the computed layers.
+    dict of int to ndarray of shape (n_rows, n_features)
+        In the order of ``layers``, rows in the caller's order.
     """
+    layers = list(layers)
+    restore = None if row_order is None else np.argsort(row_order)
     features: dict[int, np.ndarray] = {}
     keys: dict[int, dict] = {}
-    if cache is None:
-        return features, keys
-    for layer in layers:
-        keys[layer] = feature_key_parts(layer=layer, **key_parts)
-        cached = cache.get(keys[layer])
-        if cached is not None and cached.shape[0] == n_rows:
-            features[layer] = cached
-    return features, keys
+    if cache is not None:
+        for layer in layers:
+            keys[layer] = feature_key_parts(layer=layer, **key_parts)
+            cached = cache.get(keys[layer])
+            if cached is not None and cached.shape[0] == n_rows:
+                features[layer] = cached if restore is None else cached[restore]
+    missing = [layer for layer in layers if layer not in features]
+    if missing:
+        for layer, array in compute(missing).items():
+            features[layer] = array
+            if cache is not None:
+                cache.put(keys[layer], array if row_order is None else array[row_order])
+    return {layer: features[layer] for layer in layers}

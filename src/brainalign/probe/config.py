@@ -263,8 +263,12 @@ class EncodingConfig:
             raise ValueError(f"encoding.alphas must be positive finite numbers; got {alphas}")
         object.__setattr__(self, "alphas", alphas)
         _check_positive_int("encoding.n_folds", self.n_folds, minimum=2)
-        if self.inner != "loo":
-            _check_positive_int("encoding.inner ('loo' or a number of folds)", self.inner, 2)
+        if self.inner != "loo" and (
+            isinstance(self.inner, bool) or not isinstance(self.inner, int) or self.inner < 2
+        ):
+            raise ValueError(
+                f"encoding.inner must be 'loo' or a number of inner folds >= 2; got {self.inner!r}"
+            )
         _check_choice("encoding.backend", self.backend, ("auto", "numpy", "torch", "torch_cuda"))
         if self.dtype is not None:
             _check_choice("encoding.dtype", self.dtype, ("float32", "float64"))

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from brainalign.probe.cache import FeatureCache, cached_layer_features
+from brainalign.probe.cache import FeatureCache, features_through_cache
 from brainalign.probe.models import ProbeModel, TokenLayout
 from brainalign.probe.models.preprocess import LoadedBatch
 from brainalign.probe.stimuli import StimulusSet
@@ -167,36 +167,34 @@ def check_request(
     return layers
 
 
-def cached_layers(
+def image_features_through_cache(
     cache: FeatureCache | None,
     model: ProbeModel,
     stimuli: StimulusSet,
     layers: Sequence[int],
     pooling: str,
     compute_dtype: torch.dtype,
+    compute: Callable[[list[int]], Mapping[int, np.ndarray]],
     **key_parts: Any,
-) -> tuple[dict[int, np.ndarray], dict[int, dict]]:
-    """Layers already in the cache, and the cache key of every layer.
+) -> dict[int, np.ndarray]:
+    """:func:`~brainalign.probe.cache.features_through_cache` for images of a stimulus set.
 
-    ``key_parts`` adds what else changes the features (``feature_kind``, an objective...).
-
-    Returns
-    -------
-    features : dict of int to ndarray of shape (n_stimuli, n_features)
-        The cached layers only.
-    keys : dict of int to dict
-        Key parts per layer (empty without a cache), for storing the computed layers.
+    The key holds the model identity, its preprocessing, the pooling, the precision and the
+    stimulus *set* hash (order-free; rows are stored in the set's canonical order), plus
+    ``key_parts`` (``feature_kind``, an objective...).
     """
     if cache is None:
-        return {}, {}
-    return cached_layer_features(
+        return features_through_cache(None, layers, compute, n_rows=len(stimuli))
+    return features_through_cache(
         cache,
         layers,
-        len(stimuli),
+        compute,
+        n_rows=len(stimuli),
+        row_order=stimuli.canonical_order(),
         model_identity=model.identity,
         preprocess=model.preprocess.as_dict(),
         pooling=pooling,
-        stimulus_hash=stimuli.content_hash,
+        stimulus_hash=stimuli.set_hash,
         precision=str(compute_dtype).removeprefix("torch."),
         **key_parts,
     )
@@ -247,19 +245,17 @@ def extract_features(
     layers = check_request(model, layers, pooling, batch_size)
     target = resolve_device(device)
     compute_dtype = resolve_dtype(dtype, target)
-    features, keys = cached_layers(cache, model, stimuli, layers, pooling, compute_dtype)
-    missing = [layer for layer in layers if layer not in features]
-    if missing and len(stimuli):
-        computed = _run_model(
+    if not len(stimuli):
+        raise ValueError("the stimulus set is empty: nothing to extract")
+
+    def compute(missing: list[int]) -> dict[int, np.ndarray]:
+        return _run_model(
             model, stimuli, missing, pooling, batch_size, target, compute_dtype, progress
         )
-        for layer, array in computed.items():
-            features[layer] = array
-            if cache is not None:
-                cache.put(keys[layer], array)
-    elif missing:
-        raise ValueError("the stimulus set is empty: nothing to extract")
-    return {layer: features[layer] for layer in layers}
+
+    return image_features_through_cache(
+        cache, model, stimuli, layers, pooling, compute_dtype, compute
+    )
 
 
 def _run_model(

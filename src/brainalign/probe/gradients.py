@@ -39,8 +39,8 @@ from brainalign.probe.cache import FeatureCache
 from brainalign.probe.features import (
     Pooling,
     _as_stimulus_set,
-    cached_layers,
     check_request,
+    image_features_through_cache,
     model_input_batches,
     pool_tokens,
     resolve_device,
@@ -327,26 +327,23 @@ def extract_gradient_features(
         raise ValueError("the stimulus set is empty: nothing to extract")
     target = resolve_device(device)
     compute_dtype = resolve_dtype(dtype, target)
-    features, keys = cached_layers(
+
+    def compute(missing: list[int]) -> dict[int, np.ndarray]:
+        return _run_backward(
+            model, stimuli, objective, missing, pooling, batch_size, target, compute_dtype, progress
+        )
+
+    return image_features_through_cache(
         cache,
         model,
         stimuli,
         layers,
         pooling,
         compute_dtype,
+        compute,
         feature_kind="gradient",
         objective=objective.identity,
     )
-    missing = [layer for layer in layers if layer not in features]
-    if missing:
-        computed = _run_backward(
-            model, stimuli, objective, missing, pooling, batch_size, target, compute_dtype, progress
-        )
-        for layer, array in computed.items():
-            features[layer] = array
-            if cache is not None:
-                cache.put(keys[layer], array)
-    return {layer: features[layer] for layer in layers}
 
 
 @contextmanager

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from brainalign.models.weights import hash_weights
 from brainalign.probe.brain_data import BrainData
-from brainalign.probe.cache import FeatureCache, cached_layer_features
+from brainalign.probe.cache import FeatureCache, features_through_cache
 from brainalign.probe.features import reduce_features, resolve_device, resolve_dtype
 from brainalign.probe.pipeline import EncodingConfig, ProbeScores, score_layers
 
@@ -307,29 +307,24 @@ def extract_word_features(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     target = resolve_device(device)
     compute_dtype = resolve_dtype(dtype, target)
-    features, keys = {}, {}
-    if cache is not None:
-        features, keys = cached_layer_features(
-            cache,
-            layers,
-            len(words),
-            model_identity=model.identity,
-            preprocess={"context_words": int(context_words), "max_tokens": model.max_tokens},
-            pooling="last_token",
-            stimulus_hash=words.content_hash,
-            feature_kind="language",
-            precision=str(compute_dtype).removeprefix("torch."),
-        )
-    missing = [layer for layer in layers if layer not in features]
-    if missing:
-        computed = _run_language_model(
+
+    def compute(missing: list[int]) -> dict[int, np.ndarray]:
+        return _run_language_model(
             model, words, missing, context_words, batch_size, target, compute_dtype, progress
         )
-        for layer, array in computed.items():
-            features[layer] = array
-            if cache is not None:
-                cache.put(keys[layer], array)
-    return {layer: features[layer] for layer in layers}
+
+    return features_through_cache(
+        cache,
+        layers,
+        compute,
+        n_rows=len(words),
+        model_identity=model.identity,
+        preprocess={"context_words": int(context_words), "max_tokens": model.max_tokens},
+        pooling="last_token",
+        stimulus_hash=words.content_hash,
+        feature_kind="language",
+        precision=str(compute_dtype).removeprefix("torch."),
+    )
 
 
 def _run_language_model(

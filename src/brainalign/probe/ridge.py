@@ -39,22 +39,38 @@ Benchmark against the plain scikit-learn loop: ``python benchmarks/ridge_vs_skle
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 from sklearn.model_selection import GroupKFold, KFold
-from threadpoolctl import ThreadpoolController
 
-__all__ = ["DEFAULT_ALPHAS", "EncodingResult", "fit_encoding", "fit_mapping", "outer_splits"]
+from brainalign.probe.config import DEFAULT_ALPHAS, EncodingConfig
+from brainalign.probe.ridge_backend import (
+    BLAS,
+    Ops,
+    Workspace,
+    check_finite,
+    pearson_r_overwriting,
+    resolve_ops,
+)
 
-DEFAULT_ALPHAS = np.logspace(0, 8, 10)
-"""Ten log-spaced ridge penalties from 1e0 to 1e8 (Study A)."""
+__all__ = [
+    "DEFAULT_ALPHAS",
+    "EncodingResult",
+    "PredictionSink",
+    "fit_encoding",
+    "fit_mapping",
+    "outer_splits",
+]
 
-Backend = Literal["auto", "numpy", "torch", "torch_cuda"]
-DType = Literal["float32", "float64"]
+#: Receives the held-out predictions of each (outer fold, target batch) as they are made:
+#: ``sink(fold_index, test_rows, targets, prediction, observed)`` with ``test_rows`` (n_test,)
+#: stimulus rows, ``targets`` a slice of target columns, ``prediction`` and ``observed``
+#: (n_test, n_batch) float arrays (prediction without the training mean: Pearson R ignores it).
+PredictionSink = Callable[[int, np.ndarray, slice, np.ndarray, np.ndarray], None]
 _SINGLE_THREAD_EIGH_SIZE = 1024  # Gram matrices up to this size use one BLAS thread on CPU
 _AUTO_BATCH_ELEMENTS = 2**21  # CPU: one (n_stimuli, batch) float32 working block is about 8 MiB
 _AUTO_BATCH_ELEMENTS_CUDA = 2**22  # larger blocks keep the GPU busy (about 16 MiB each)
@@ -62,7 +78,6 @@ _AUTO_BATCH_ELEMENTS_CUDA = 2**22  # larger blocks keep the GPU busy (about 16 M
 # centred sum of squares are decided in float64. The rounding error of a float32 error was
 # measured at up to 1.1 of those units (ViT activations, rank 192): a margin of about 7.
 _NEAR_TIE_UNITS = 8.0
-_BLAS = ThreadpoolController()  # created once: each threadpool_limits() call rescans libraries
 
 
 @dataclass(frozen=True)
@@ -92,126 +107,6 @@ class EncodingResult:
     direction: str = "encoding"
 
 
-@dataclass(frozen=True)
-class _Ops:
-    """The few array operations the solver needs, for numpy or torch."""
-
-    kind: Literal["numpy", "torch"]
-    dtype: Any
-    device: Any = None
-
-    def work(self, array: Any) -> Any:
-        """Copy or cast into the working dtype and device."""
-        if self.kind == "numpy":
-            return np.asarray(array, dtype=self.dtype)
-        if isinstance(array, torch.Tensor):
-            return array.to(device=self.device, dtype=self.dtype)
-        return torch.as_tensor(np.asarray(array), dtype=self.dtype, device=self.device)
-
-    def float64(self, array: np.ndarray) -> Any:
-        if self.kind == "numpy":
-            return np.asarray(array, dtype=np.float64)
-        return torch.as_tensor(np.asarray(array), dtype=torch.float64, device=self.device)
-
-    def for_decomposition(self) -> _Ops:
-        """Float64 operations for the small decompositions: torch on CUDA, else numpy.
-
-        On CPU numpy's LAPACK is used even for the torch backend, on one BLAS thread for small
-        matrices (see ``_decompose``): multi-threaded small eigendecompositions, torch's or
-        numpy's, were measured 10-50x slower on a busy two-core machine.
-        """
-        if self.kind == "torch" and self.device.type == "cuda":
-            return _Ops("torch", torch.float64, self.device)
-        return _Ops("numpy", np.dtype(np.float64))
-
-    def indices(self, index: np.ndarray) -> Any:
-        if self.kind == "numpy":
-            return index
-        return torch.as_tensor(index, dtype=torch.long, device=self.device)
-
-    def eigh(self, matrix: Any) -> tuple[Any, Any]:
-        if self.kind == "numpy":
-            return np.linalg.eigh(matrix)
-        return torch.linalg.eigh(matrix)
-
-    def sqrt(self, array: Any) -> Any:
-        if self.kind == "numpy":
-            return np.sqrt(array)
-        return torch.sqrt(array)
-
-    def empty(self, shape: tuple[int, ...]) -> Any:
-        if self.kind == "numpy":
-            return np.empty(shape, dtype=self.dtype)
-        return torch.empty(shape, dtype=self.dtype, device=self.device)
-
-    def minus_product(self, base: Any, left: Any, right: Any, out: Any = None) -> Any:
-        """``base - left @ right`` in one new array, or written into ``out`` (not ``base``)."""
-        if self.kind == "numpy":
-            product = np.matmul(left, right, out=out)
-            np.subtract(base, product, out=product)
-            return product
-        return torch.addmm(base, left, right, alpha=-1.0, out=out)
-
-    def matmul(self, left: Any, right: Any, out: Any) -> Any:
-        """``left @ right`` written into ``out``."""
-        if self.kind == "numpy":
-            return np.matmul(left, right, out=out)
-        return torch.mm(left, right, out=out)
-
-    def multiply(self, left: Any, right: Any, out: Any) -> Any:
-        """Broadcast ``left * right`` written into ``out``."""
-        if self.kind == "numpy":
-            return np.multiply(left, right, out=out)
-        return torch.mul(left, right, out=out)
-
-    def take_rows(self, array: Any, rows: Any, out: Any) -> Any:
-        """``array[rows]`` written into the preallocated ``out`` of shape (len(rows), ...)."""
-        if self.kind == "numpy":
-            return np.take(array, rows, axis=0, out=out, mode="clip")  # "raise" would buffer
-        return torch.index_select(array, 0, rows, out=out)
-
-    def column_sum_of_squares(self, matrix: Any) -> Any:
-        if self.kind == "numpy":
-            return np.einsum("ij,ij->j", matrix, matrix)
-        return torch.linalg.vector_norm(matrix, dim=0).square_()
-
-    def numpy(self, array: Any) -> np.ndarray:
-        if self.kind == "numpy":
-            return np.asarray(array)
-        return array.detach().cpu().numpy()
-
-
-def _resolve_ops(backend: Backend, dtype: DType | None) -> _Ops:
-    if dtype not in (None, "float32", "float64"):
-        raise ValueError(f"dtype must be 'float32', 'float64' or None, got {dtype!r}")
-    if backend == "numpy":
-        return _Ops("numpy", np.dtype(dtype or "float64"))
-    if backend not in ("auto", "torch", "torch_cuda"):
-        raise ValueError(
-            f"backend must be one of 'auto', 'numpy', 'torch', 'torch_cuda', got {backend!r}"
-        )
-    torch_dtype = torch.float64 if dtype == "float64" else torch.float32
-    cuda = torch.cuda.is_available()
-    if backend == "torch_cuda" and not cuda:
-        raise ValueError("backend='torch_cuda' asked for but no CUDA device is available")
-    use_cuda = backend == "torch_cuda" or (backend == "auto" and cuda)
-    return _Ops("torch", torch_dtype, torch.device("cuda" if use_cuda else "cpu"))
-
-
-def _check_finite(array: np.ndarray, name: str) -> None:
-    finite = np.isfinite(array)
-    if finite.all():
-        return
-    bad_rows, bad_columns = np.nonzero(~finite)
-    n_nan = int(np.isnan(array).sum())
-    n_inf = int((~finite).sum()) - n_nan
-    raise ValueError(
-        f"{name} has {n_nan} NaN and {n_inf} infinite value(s) in {np.unique(bad_rows).size} "
-        f"row(s) and {np.unique(bad_columns).size} column(s) (first at row {bad_rows[0]}, "
-        f"column {bad_columns[0]}); drop or impute those stimuli or columns before fitting"
-    )
-
-
 def _check_inputs(
     X: Any, Y: Any, alphas: Any, n_folds: int, inner: int | str, groups: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
@@ -236,7 +131,7 @@ def _check_inputs(
     for name, array in (("X", X), ("Y", Y)):
         if not np.issubdtype(array.dtype, np.number):
             raise ValueError(f"{name} must be numeric, got dtype {array.dtype}")
-        _check_finite(array, name)
+        check_finite(array, name)
     if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
         raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
     if X.shape[0] < n_folds:
@@ -315,13 +210,13 @@ class _ExactLoo:
     (n_alphas, n_train), as arrays of ``ops`` (numpy, or torch on CUDA).
     """
 
-    ops: _Ops
+    ops: Ops
     u: Any
     shrink: Any
     inverse_leverage: Any
 
 
-def _thin_svd(ops: _Ops, centred: Any) -> tuple[Any, Any, Any]:
+def _thin_svd(ops: Ops, centred: Any) -> tuple[Any, Any, Any]:
     """Thin SVD ``centred = U diag(s) V^T`` from the eigendecomposition of the smaller Gram matrix.
 
     Much cheaper than a full SVD for tall (or wide) matrices, like scikit-learn's "cov"/"gram"
@@ -350,7 +245,7 @@ def _thin_svd(ops: _Ops, centred: Any) -> tuple[Any, Any, Any]:
 
 
 def _decompose(
-    ops: _Ops, x_train: np.ndarray, x_test: np.ndarray, alphas: np.ndarray, loo: bool
+    ops: Ops, x_train: np.ndarray, x_test: np.ndarray, alphas: np.ndarray, loo: bool
 ) -> _Decomposition:
     linalg = ops.for_decomposition()
     x_train64 = linalg.float64(x_train)
@@ -358,7 +253,7 @@ def _decompose(
     if linalg.kind == "numpy" and min(x_train.shape) <= _SINGLE_THREAD_EIGH_SIZE:
         # Small eigendecompositions run faster on one BLAS thread, and much faster when
         # other thread pools (torch's OpenMP) are busy on the same cores.
-        with _BLAS.limit(limits=1, user_api="blas"):
+        with BLAS.limit(limits=1, user_api="blas"):
             u, singular, v = _thin_svd(linalg, x_train64 - x_mean)  # (n, k), (k,), (p, k)
     else:
         u, singular, v = _thin_svd(linalg, x_train64 - x_mean)
@@ -384,52 +279,8 @@ def _decompose(
     )
 
 
-class _Workspace:
-    """Flat working buffers allocated once, handed out as contiguous (rows, columns) views.
-
-    ``train`` and ``residual`` hold up to (n_train, n_batch), ``z`` and ``scaled_z`` up to
-    (rank, n_batch), ``prediction`` and ``test`` up to (n_test, n_batch) elements.
-    """
-
-    def __init__(
-        self, ops: _Ops, n_batch: int, n_train: int, n_test: int, rank: int, loo: bool
-    ) -> None:
-        sizes = {"train": n_train, "z": rank, "prediction": n_test, "test": n_test}
-        if loo:
-            sizes.update(residual=n_train, scaled_z=rank)
-        self._storage = {name: ops.empty((rows * n_batch,)) for name, rows in sizes.items()}
-
-    def view(self, name: str, rows: int, columns: int) -> Any:
-        return self._storage[name][: rows * columns].reshape(rows, columns)
-
-
-def _pearson_r_overwriting(ops: _Ops, prediction: Any, observed: Any) -> Any:
-    """Pearson R per column, as :func:`pearson_r`, but centring both inputs in place.
-
-    Parameters
-    ----------
-    prediction, observed : arrays of shape (n_samples, n_columns)
-        Overwritten (no (n_samples, n_columns) temporaries are allocated).
-
-    Returns
-    -------
-    r : array of shape (n_columns,), NaN where either column is constant.
-    """
-    prediction -= prediction.mean(0)
-    observed -= observed.mean(0)
-    norm_product = ops.sqrt(ops.column_sum_of_squares(prediction)) * ops.sqrt(
-        ops.column_sum_of_squares(observed)
-    )
-    prediction *= observed
-    covariance = prediction.sum(0)  # (n_columns,)
-    positive = norm_product > 0
-    r = covariance / (norm_product + ~positive)  # no division by zero
-    r[~positive] = float("nan")
-    return r
-
-
 def _loo_errors(
-    ops: _Ops, fold: _Decomposition, y_centred: Any, z: Any, workspace: _Workspace
+    ops: Ops, fold: _Decomposition, y_centred: Any, z: Any, workspace: Workspace
 ) -> Any:
     """Sum of squared LOO residuals, shape (n_alphas, n_targets_batch)."""
     n_alphas = fold.shrink.shape[0]
@@ -446,7 +297,7 @@ def _loo_errors(
 
 
 def _near_ties(
-    ops: _Ops, errors: Any, sum_of_squares: Any, rank: int
+    ops: Ops, errors: Any, sum_of_squares: Any, rank: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Columns whose smallest LOO errors are within float32 rounding of each other.
 
@@ -508,7 +359,7 @@ def _exact_loo_choice(exact: _ExactLoo, y_train: np.ndarray, candidates: np.ndar
 
 
 def _kfold_errors(
-    ops: _Ops,
+    ops: Ops,
     inner_folds: list[tuple[Any, Any, _Decomposition]],
     y_train: Any,
 ) -> Any:
@@ -530,7 +381,7 @@ def _kfold_errors(
 
 
 def _prepare_inner_folds(
-    ops: _Ops,
+    ops: Ops,
     x_train: np.ndarray,
     alphas: np.ndarray,
     n_inner: int,
@@ -564,16 +415,11 @@ def _prepare_inner_folds(
 def fit_encoding(
     X: np.ndarray,
     Y: np.ndarray,
+    config: EncodingConfig | None = None,
     *,
-    alphas: Sequence[float] | np.ndarray = DEFAULT_ALPHAS,
-    n_folds: int = 5,
-    inner: Literal["loo"] | int = "loo",
-    backend: Backend = "auto",
-    dtype: DType | None = None,
-    target_batch_size: int | None = None,
-    shuffle: bool = False,
-    seed: int = 0,
     groups: np.ndarray | None = None,
+    prediction_sink: PredictionSink | None = None,
+    **settings: Any,
 ) -> EncodingResult:
     """Cross-validated ridge from X to every column of Y, with a per-target penalty.
 
@@ -583,6 +429,19 @@ def fit_encoding(
         Predictors (e.g. one layer's activations).
     Y : ndarray of shape (n_stimuli, n_targets)
         Responses (voxels, vertices, or MEG sensor x time pairs flattened).
+    config : EncodingConfig, optional
+        The settings below, as one object (default ``EncodingConfig()``); keyword ``settings``
+        replace some of its fields (``fit_encoding(X, Y, n_folds=3)``). ``direction`` is not
+        used here (see :func:`fit_mapping`).
+    groups : array of shape (n_stimuli,) or None
+        Group label per stimulus; folds (outer, and inner when ``inner`` is an int) never
+        split a group. Leave-one-out ignores groups.
+    prediction_sink : callable, optional
+        Called with the held-out predictions of every (fold, target batch), see
+        :data:`PredictionSink` (e.g. to bootstrap scores without keeping the predictions).
+
+    The fields of :class:`~brainalign.probe.config.EncodingConfig`:
+
     alphas : array of shape (n_alphas,), default=``np.logspace(0, 8, 10)``
         Candidate ridge penalties, all positive.
     n_folds : int, default=5
@@ -604,9 +463,6 @@ def fit_encoding(
         Shuffle stimuli before the outer KFold (with ``seed``); default contiguous folds.
     seed : int, default=0
         Random state of the shuffled outer folds.
-    groups : array of shape (n_stimuli,) or None
-        Group label per stimulus; folds (outer, and inner when ``inner`` is an int) never
-        split a group. Leave-one-out ignores groups.
 
     Returns
     -------
@@ -618,8 +474,10 @@ def fit_encoding(
     ValueError
         Fewer stimuli than folds, X/Y row mismatch, NaN or infinite values, bad alphas.
     """
-    X, Y, alpha_grid, groups = _check_inputs(X, Y, alphas, n_folds, inner, groups)
-    ops = _resolve_ops(backend, dtype)
+    config = replace(config or EncodingConfig(), **settings)
+    n_folds, inner, target_batch_size = config.n_folds, config.inner, config.target_batch_size
+    X, Y, alpha_grid, groups = _check_inputs(X, Y, config.alphas, n_folds, inner, groups)
+    ops = resolve_ops(config.backend, config.dtype)
     n_stimuli, n_targets = Y.shape
     if target_batch_size is None:
         on_cuda = ops.kind == "torch" and ops.device.type == "cuda"
@@ -629,7 +487,9 @@ def fit_encoding(
     if target_batch_size < 1:
         raise ValueError(f"target_batch_size must be positive, got {target_batch_size}")
     loo = inner == "loo"
-    splits = outer_splits(n_stimuli, n_folds, shuffle=shuffle, seed=seed, groups=groups)
+    splits = outer_splits(
+        n_stimuli, n_folds, shuffle=config.shuffle, seed=config.seed, groups=groups
+    )
 
     folds = []
     for train_rows, test_rows in splits:
@@ -644,7 +504,7 @@ def fit_encoding(
     chosen_alphas = np.empty((n_folds, n_targets))
     # Big working arrays live in a workspace allocated once and reused by every batch, fold and
     # alpha: no per-step (n_train, n_batch) allocations that the C allocator may keep around.
-    workspace = _Workspace(
+    workspace = Workspace(
         ops,
         n_batch=min(target_batch_size, n_targets),
         n_train=max(len(train_rows) for train_rows, _ in splits),
@@ -680,7 +540,7 @@ def fit_encoding(
                 if ties.size:
                     rows = splits[fold_index][0]
                     y_ties = Y[np.ix_(rows, batch.start + ties)]  # (n_train, n_ties)
-                    with _BLAS.limit(limits=1, user_api="blas"):  # see for_decomposition
+                    with BLAS.limit(limits=1, user_api="blas"):  # see for_decomposition
                         exact_best = _exact_loo_choice(fold.exact, y_ties, candidates)
                     best[ops.indices(ties)] = ops.indices(exact_best)
             weights = z
@@ -694,7 +554,15 @@ def fit_encoding(
             y_test = ops.take_rows(
                 y_batch, test_rows, out=workspace.view("test", n_test, n_batch)
             )  # (n_test, n_batch)
-            r = _pearson_r_overwriting(ops, centred_prediction, y_test)
+            if prediction_sink is not None:  # copies: the R below overwrites both buffers
+                prediction_sink(
+                    fold_index,
+                    splits[fold_index][1],
+                    batch,
+                    ops.numpy(centred_prediction).copy(),
+                    ops.numpy(y_test).copy(),
+                )
+            r = pearson_r_overwriting(ops, centred_prediction, y_test)
             r_per_fold[fold_index, batch] = ops.numpy(r)
             chosen_alphas[fold_index, batch] = alpha_grid[ops.numpy(best)]
     return EncodingResult(
@@ -708,19 +576,13 @@ def fit_encoding(
 def fit_mapping(
     features: np.ndarray,
     brain: np.ndarray,
+    config: EncodingConfig | None = None,
     *,
-    direction: Literal["encoding", "decoding"] = "encoding",
-    alphas: Sequence[float] | np.ndarray = DEFAULT_ALPHAS,
-    n_folds: int = 5,
-    inner: Literal["loo"] | int = "loo",
-    backend: Backend = "auto",
-    dtype: DType | None = None,
-    target_batch_size: int | None = None,
-    shuffle: bool = False,
-    seed: int = 0,
     groups: np.ndarray | None = None,
+    prediction_sink: PredictionSink | None = None,
+    **settings: Any,
 ) -> EncodingResult:
-    """Ridge mapping between model features and brain data in either direction.
+    """Ridge mapping between model features and brain data in the config's direction.
 
     Parameters
     ----------
@@ -728,11 +590,12 @@ def fit_mapping(
         Model features (e.g. 50 PCA components of an LLM layer).
     brain : ndarray of shape (n_stimuli, n_brain_targets)
         Brain data (e.g. MEG sensors at one time sample).
-    direction : {"encoding", "decoding"}, default="encoding"
-        "encoding": features -> brain, R per brain target (Study A). "decoding": brain ->
-        features, R per feature dimension (Study C's published direction). For MEG time
-        courses call it once per time sample.
-    alphas, n_folds, inner, backend, dtype, target_batch_size, shuffle, seed, groups
+    config : EncodingConfig, optional
+        ``config.direction`` "encoding": features -> brain, R per brain target (Study A);
+        "decoding": brain -> features, R per feature dimension (Study C's published
+        direction; for MEG time courses call it once per time sample). Keyword ``settings``
+        replace fields, as in :func:`fit_encoding`.
+    groups, prediction_sink
         As in :func:`fit_encoding`.
 
     Returns
@@ -740,29 +603,12 @@ def fit_mapping(
     result : EncodingResult
         ``result.direction`` records the direction.
     """
-    if direction == "encoding":
+    config = replace(config or EncodingConfig(), **settings)
+    if config.direction == "encoding":
         predictors, targets = features, brain
-    elif direction == "decoding":
-        predictors, targets = brain, features
     else:
-        raise ValueError(f"direction must be 'encoding' or 'decoding', got {direction!r}")
+        predictors, targets = brain, features
     result = fit_encoding(
-        predictors,
-        targets,
-        alphas=alphas,
-        n_folds=n_folds,
-        inner=inner,
-        backend=backend,
-        dtype=dtype,
-        target_batch_size=target_batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        groups=groups,
+        predictors, targets, config, groups=groups, prediction_sink=prediction_sink
     )
-    return EncodingResult(
-        r=result.r,
-        r_per_fold=result.r_per_fold,
-        alphas=result.alphas,
-        test_indices=result.test_indices,
-        direction=direction,
-    )
+    return replace(result, direction=config.direction)

@@ -13,7 +13,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +63,9 @@ class _PathSource:
         for row in rows:
             yield self.paths[row].read_bytes()
 
+    def row_digests(self, rows: np.ndarray) -> list[str]:
+        return [hashlib.sha256(self.paths[row].read_bytes()).hexdigest() for row in rows]
+
 
 @dataclass(frozen=True)
 class _ArraySource:
@@ -78,6 +81,9 @@ class _ArraySource:
         yield str(self.array.shape[1:]).encode()
         for start in range(0, len(rows), _HASH_CHUNK_ROWS):
             yield np.ascontiguousarray(self.array[rows[start : start + _HASH_CHUNK_ROWS]]).data
+
+    def row_digests(self, rows: np.ndarray) -> list[str]:
+        return _pixel_digests(self.load_rows, rows)
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,19 @@ class _HDF5Source:
         for start in range(0, len(rows), _HASH_CHUNK_ROWS):
             yield np.ascontiguousarray(self.load_rows(rows[start : start + _HASH_CHUNK_ROWS])).data
 
+    def row_digests(self, rows: np.ndarray) -> list[str]:
+        return _pixel_digests(self.load_rows, rows)
+
+
+def _pixel_digests(load_rows: Callable[[np.ndarray], np.ndarray], rows: np.ndarray) -> list[str]:
+    """sha256 of each image's shape and raw pixels, read a chunk of rows at a time."""
+    digests = []
+    for start in range(0, len(rows), _HASH_CHUNK_ROWS):
+        for image in load_rows(rows[start : start + _HASH_CHUNK_ROWS]):
+            image = np.ascontiguousarray(image)
+            digests.append(hashlib.sha256(str(image.shape).encode() + image.data).hexdigest())
+    return digests
+
 
 _Source = _PathSource | _ArraySource | _HDF5Source
 
@@ -126,6 +145,7 @@ class StimulusSet:
         check_unique_ids(self.ids)
         self._source = source
         self._content_hash: str | None = None
+        self._row_digests: list[str] | None = None
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -302,7 +322,10 @@ class StimulusSet:
     def subset(self, ids: Sequence[str]) -> StimulusSet:
         """A new set with the given ids, in the given order."""
         rows = self.index_of(ids)
-        return StimulusSet([self.ids[row] for row in rows], self._source.take(rows))
+        subset = StimulusSet([self.ids[row] for row in rows], self._source.take(rows))
+        if self._row_digests is not None:  # already read: no second pass over the images
+            subset._row_digests = [self._row_digests[row] for row in rows]
+        return subset
 
     def _rows(self, indices: Sequence[int] | np.ndarray | None) -> np.ndarray:
         rows = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
@@ -366,6 +389,37 @@ class StimulusSet:
                 digest.update(chunk)
             self._content_hash = digest.hexdigest()
         return self._content_hash
+
+    @property
+    def row_digests(self) -> list[str]:
+        """sha256 (hex) of each stimulus's image, in set order, computed once.
+
+        Files are hashed as stored (encoded bytes), arrays and HDF5 rows as shape + raw pixels.
+        """
+        if self._row_digests is None:
+            self._row_digests = self._source.row_digests(np.arange(len(self)))
+        return self._row_digests
+
+    @property
+    def set_hash(self) -> str:
+        """sha256 (hex) of the *set* of (id, image) pairs: the same whatever the order.
+
+        Feature caches are keyed on it and store rows in :meth:`canonical_order`, so fMRI and
+        MEG data listing the same images in different orders share one extraction.
+        """
+        digest = hashlib.sha256(type(self._source).__name__.encode())
+        for row in self.canonical_order():
+            digest.update(f"{self.ids[row]}\0{self.row_digests[row]}\0".encode())
+        return digest.hexdigest()
+
+    def canonical_order(self) -> np.ndarray:
+        """Positions of the stimuli sorted by id: the row order of cached features.
+
+        Returns
+        -------
+        ndarray of shape (n_stimuli,), int64
+        """
+        return np.argsort(np.asarray(self.ids, dtype=object), kind="stable").astype(np.int64)
 
 
 def check_unique_ids(ids: list[str]) -> None:
