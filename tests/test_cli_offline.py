@@ -326,7 +326,9 @@ def _probe_with_loader(monkeypatch, tmp_path, error: BaseException) -> None:
         raise error
 
     monkeypatch.setitem(formats._PREFIX_LOADERS, "failing", loader)
-    cli.main(["probe", "--model", "m", "--brain", "failing:x", "--out", str(tmp_path / "out")])
+    # A valid model spec: the spec is checked before any brain data is read.
+    model = ["--model", "timm:resnet18", "--weights", "random"]
+    cli.main(["probe", *model, "--brain", "failing:x", "--out", str(tmp_path / "out")])
 
 
 def test_a_key_error_from_id_alignment_is_one_clean_line(monkeypatch, tmp_path, capsys):

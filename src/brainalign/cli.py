@@ -20,6 +20,15 @@ from collections.abc import Callable, Sequence
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate")
 
+#: Subcommands that parse their own typed options with jsonargparse: name -> (module, help).
+JSONARGPARSE_SUBCOMMANDS = {
+    "probe": ("brainalign.commands.probe", "score a model against fMRI and MEG data (offline)"),
+    "chronology": (
+        "brainalign.commands.chronology",
+        "half times of alignment over training, for one or several runs",
+    ),
+}
+
 #: Errors of the offline subcommands that describe bad input (named file, field or id): shown
 #: as one line on stderr with exit status 2. Anything else is a bug and keeps its traceback.
 #: KeyError: ids missing from a stimulus set, a dataset missing from an HDF5 file.
@@ -74,12 +83,10 @@ def _add_shards(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Na
 
 def _offline_subcommands() -> dict[str, Callable]:
     """name -> function adding the subcommand's parser and returning its runner."""
-    from brainalign.commands import chronology, demo, probe, probe_language, simulate
+    from brainalign.commands import demo, probe_language, simulate
 
     return {
-        "probe": probe.add,
         "probe-language": probe_language.add,
-        "chronology": chronology.add,
         "simulate": simulate.add,
         "shards": _add_shards,
         "demo": demo.add,
@@ -95,6 +102,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in LIGHTNING_SUBCOMMANDS:
         subparsers.add_parser(name, help=f"LightningCLI {name} (see `brainalign {name} --help`)")
+    for name, (_, text) in JSONARGPARSE_SUBCOMMANDS.items():
+        subparsers.add_parser(name, help=f"{text} (see `brainalign {name} --help`)")
     runners = {name: add(subparsers) for name, add in _offline_subcommands().items()}
     return parser, runners
 
@@ -105,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args and args[0] in LIGHTNING_SUBCOMMANDS:
         run_lightning(args)
         return
+    if args and args[0] in JSONARGPARSE_SUBCOMMANDS:
+        run_jsonargparse(args[0], args[1:])
+        return
     parser, runners = build_parser()
     namespace = parser.parse_args(args)
     if namespace.command is None:
@@ -114,6 +126,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         runners[namespace.command](namespace)
     except USER_ERRORS as error:
         parser.exit(2, f"brainalign {namespace.command}: error: {_message(error)}\n")
+
+
+def run_jsonargparse(name: str, args: Sequence[str]) -> None:
+    """Run a jsonargparse subcommand; bad input ends in one line on stderr, exit status 2."""
+    import importlib
+
+    module = importlib.import_module(JSONARGPARSE_SUBCOMMANDS[name][0])
+    try:
+        module.main(args)
+    except USER_ERRORS as error:
+        sys.stderr.write(f"brainalign {name}: error: {_message(error)}\n")
+        raise SystemExit(2) from None
 
 
 def _message(error: BaseException) -> str:

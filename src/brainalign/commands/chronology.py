@@ -7,68 +7,68 @@ then probed first against ``--brain``. Writes ``half_times.csv``, ``summary.json
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from brainalign.commands.probe import (
-    _json_ready,
-    add_probe_options,
-    load_targets,
-    probe_model,
+DESCRIPTION = (
+    "Half time = training fraction at which a curve first reaches 50% of its final value (or, "
+    "with the rise definition, 50% of its gain since the first probe). Runs without "
+    "chronology.parquet are probed first: give the probe block (--config probe.yaml or "
+    "--brain SPEC ...)."
 )
 
 
-def add(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Namespace], None]:
-    parser = subparsers.add_parser(
-        "chronology",
-        help="half times of alignment over training, for one or several runs",
-        description="Half time = training fraction at which a curve first reaches 50%% of its "
-        "final value (or, with the rise definition, 50%% of its gain since the first probe).",
-    )
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run folder or exports folder")
+def build_parser() -> Any:
+    from brainalign.commands.probe_options import probe_parser
+
+    parser = probe_parser("brainalign chronology", DESCRIPTION, with_model=False)
+    parser.add_argument("runs", nargs="+", help="run folder(s) or exports folder(s)")
     parser.add_argument(
         "--out",
-        help="output folder (default: RUN/chronology_report, or "
-        "./chronology_comparison for several runs)",
+        type=str | None,
+        default=None,
+        help="output folder (default: RUN/chronology_report, or ./chronology_comparison for "
+        "several runs)",
     )
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument(
-        "--roi-properties",
-        help="CSV keyed by roi with property columns "
-        "(expansion, thickness, myelin, timescale...) to correlate half times with",
+        "--roi_properties",
+        type=str | None,
+        default=None,
+        help="CSV keyed by roi with property columns (expansion, thickness, myelin, "
+        "timescale...) to correlate half times with (also --roi-properties)",
     )
-    add_probe_options(parser)
+    return parser
 
-    def run(ns: argparse.Namespace) -> None:
-        runs = [Path(path) for path in ns.runs]
-        out = (
-            Path(ns.out)
-            if ns.out
-            else (
-                runs[0] / "chronology_report" if len(runs) == 1 else Path("chronology_comparison")
-            )
-        )
-        if out.exists() and not ns.overwrite:
-            raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-        tables, rois = load_runs(runs, ns)
-        if ns.roi_properties:
-            from brainalign.probe.rois import merge_roi_properties
 
-            rois = {
-                subject: merge_roi_properties(table, ns.roi_properties)
-                for subject, table in rois.items()
-            }
-        summary, times = write_report(tables, rois, out, overwrite=ns.overwrite)
-        print_report(times, summary)
-        print(f"wrote {out}/half_times.csv, summary.json and figures")
+def main(argv: Sequence[str]) -> None:
+    """Run ``brainalign chronology`` on ``argv`` (the arguments after ``chronology``)."""
+    from brainalign.commands.probe_options import parse
 
-    return run
+    _, options = parse(build_parser(), argv)
+    runs = [Path(path) for path in options.runs]
+    if options.out:
+        out = Path(options.out)
+    else:
+        out = runs[0] / "chronology_report" if len(runs) == 1 else Path("chronology_comparison")
+    if out.exists() and not options.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    tables, rois = load_runs(runs, options.probe)
+    if options.roi_properties:
+        from brainalign.probe.rois import merge_roi_properties
+
+        rois = {
+            subject: merge_roi_properties(table, options.roi_properties)
+            for subject, table in rois.items()
+        }
+    summary, times = write_report(tables, rois, out, overwrite=options.overwrite)
+    print_report(times, summary)
+    print(f"wrote {out}/half_times.csv, summary.json and figures")
 
 
 def _run_name(path: Path) -> str:
@@ -87,8 +87,12 @@ def _export_folders(path: Path) -> list[Path]:
     return exports
 
 
-def load_runs(runs: list[Path], ns: argparse.Namespace) -> tuple[dict[str, pd.DataFrame], dict]:
-    """Chronology tables by run name and ROI tables by subject."""
+def load_runs(runs: list[Path], config: Any) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Chronology tables by run name and ROI tables by subject.
+
+    ``config`` (a :class:`~brainalign.probe.config.ProbeConfig`) probes runs that hold exports
+    but no ``chronology.parquet``.
+    """
     from brainalign.probe.chronology import read_chronology
 
     tables: dict[str, pd.DataFrame] = {}
@@ -111,15 +115,18 @@ def load_runs(runs: list[Path], ns: argparse.Namespace) -> tuple[dict[str, pd.Da
                 f"{path} holds neither chronology.parquet nor teacher exports "
                 "(folders with meta.json + model.safetensors)"
             )
-        if not ns.brain:
+        if not config.brain:
             raise ValueError(
                 f"{path} has no chronology.parquet: pass --brain SPEC to probe "
                 f"its {len(exports)} exports"
             )
         if targets is None:
-            targets = load_targets(ns)
-        tables[name] = probe_exports(exports, ns, targets)
-        for brain, _ in targets:
+            from brainalign.probe.run import load_targets
+
+            targets = load_targets(config)
+        tables[name] = probe_exports(exports, config, targets)
+        for target in targets:
+            brain = target.brain
             if brain.modality == "fmri" and brain.rois is not None and not brain.rois.empty:
                 rois.setdefault(brain.subject, with_distance(brain.rois))
     return tables, rois
@@ -134,9 +141,12 @@ def with_distance(rois: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def probe_exports(exports: list[Path], ns: argparse.Namespace, targets: list) -> pd.DataFrame:
+def probe_exports(exports: list[Path], config: Any, targets: list) -> pd.DataFrame:
     """Probe every export; the rows carry its step and fraction of training."""
     from tqdm.auto import tqdm
+
+    from brainalign.probe.config import ModelSource
+    from brainalign.probe.run import probe_model
 
     tables = []
     for export in tqdm(exports, desc="probing exports", unit="checkpoint"):
@@ -144,8 +154,8 @@ def probe_exports(exports: list[Path], ns: argparse.Namespace, targets: list) ->
         step = int(meta.get("step", 0))
         fraction = float(meta.get("train_fraction", step / max(int(meta.get("max_steps", 1)), 1)))
         result = probe_model(
-            str(export),
-            ns,
+            ModelSource(spec=str(export)),
+            config,
             targets=targets,
             progress=False,
             extra_columns={"step": step, "train_fraction": fraction, "status": "ok", "error": ""},
@@ -162,13 +172,14 @@ def write_report(
 
     from brainalign.probe.chronology import analyse
     from brainalign.probe.report import chronology_curves, half_time_vs_distance
+    from brainalign.probe.run import json_ready
     from brainalign.utils.atomic import atomic_directory
 
     times, summary, curve_table = analyse(tables, rois)
     with atomic_directory(out, overwrite=overwrite) as folder:
         times.to_csv(folder / "half_times.csv", index=False)
         curve_table.to_csv(folder / "curves.csv", index=False)
-        (folder / "summary.json").write_text(json.dumps(_json_ready(summary), indent=2))
+        (folder / "summary.json").write_text(json.dumps(json_ready(summary), indent=2))
         figure = chronology_curves(curve_table)
         figure.savefig(folder / "curves.png", dpi=100)
         plt.close(figure)

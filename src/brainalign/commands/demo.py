@@ -82,9 +82,10 @@ def run_demo(ns: argparse.Namespace) -> None:
     run_lightning(args)
 
     from brainalign.commands.chronology import load_runs, print_report, write_report
+    from brainalign.probe.config import ProbeConfig
 
     report = run_dir / "chronology_report"
-    tables, rois = load_runs([run_dir], argparse.Namespace(brain=[]))
+    tables, rois = load_runs([run_dir], ProbeConfig())
     summary, times = write_report(tables, rois, report, overwrite=True)
     print("\n== Chronology of alignment (half time = fraction of training) ==")
     print_report(times, summary)

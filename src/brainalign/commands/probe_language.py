@@ -17,7 +17,7 @@ from typing import Any
 
 
 def add(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Namespace], None]:
-    from brainalign.commands.probe import parse_layers
+    from brainalign.commands.probe_options import parse_layers
 
     parser = subparsers.add_parser(
         "probe-language",
@@ -70,10 +70,9 @@ def add(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Namespace]
         if out.exists() and not ns.overwrite:
             raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
         result = probe_language(ns, progress=True)
-        from brainalign.commands.probe import print_summary, write_outputs
-
-        write_outputs(result, out, overwrite=ns.overwrite)
-        print_summary(result.summary)
+        result.write(out, overwrite=ns.overwrite)
+        for line in result.summary_lines():
+            print(line)
         print(f"wrote {out}/scores.parquet, summary.json and figures/")
 
     return run
@@ -111,7 +110,6 @@ def probe_language(ns: argparse.Namespace, *, progress: bool = True) -> Any:
     """Extract word features once per word table and score every ``--brain``."""
     import pandas as pd
 
-    from brainalign.commands.probe import ProbeRun
     from brainalign.probe.cache import FeatureCache
     from brainalign.probe.features import select_layers
     from brainalign.probe.language import (
@@ -121,6 +119,7 @@ def probe_language(ns: argparse.Namespace, *, progress: bool = True) -> Any:
         score_language,
     )
     from brainalign.probe.pipeline import EncodingConfig
+    from brainalign.probe.run import ProbeRun
 
     folder = Path(ns.model)
     if not (folder / "config.json").is_file():  # before the (possibly large) MEG files are read

@@ -36,6 +36,7 @@ from brainalign.probe.models.sources import (
     LoadRequest,
     ModelSourceEntry,
     accepted_specs,
+    check_model_spec,
     load_probe_model,
     register_model_source,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "TimmProbeModel",
     "TokenLayout",
     "accepted_specs",
+    "check_model_spec",
     "load_huggingface_module",
     "load_lightning_backbone",
     "load_probe_model",

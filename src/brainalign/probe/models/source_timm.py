@@ -54,7 +54,7 @@ def _converted_state(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Te
         return None
 
 
-def _load_spec(spec: str, request: LoadRequest) -> ProbeModel:
+def _check_spec(spec: str, weights: Any) -> None:
     import timm
 
     import brainalign.models.registry  # noqa: F401  (registers the tiny test ViTs)
@@ -67,7 +67,14 @@ def _load_spec(spec: str, request: LoadRequest) -> ProbeModel:
             f"unknown timm model {name!r}; see timm.list_models() (e.g. timm:resnet50, "
             "timm:vit_small_patch16_dinov3)"
         )
-    require_weights(request.weights, spec)
+    require_weights(weights, spec)
+
+
+def _load_spec(spec: str, request: LoadRequest) -> ProbeModel:
+    import timm
+
+    _check_spec(spec, request.weights)
+    name = spec[len("timm:") :]
     with seeded():
         model = timm.create_model(name, pretrained=False)
     if request.weights != "random":
@@ -116,5 +123,6 @@ register_model_source(
         matches=lambda spec: isinstance(spec, str) and spec.startswith("timm:"),
         load=_load_spec,
         takes_weights=True,
+        check=_check_spec,
     )
 )

@@ -6,6 +6,8 @@ final LayerNorm (``encoder.ln``) is applied to every block when ``final_norm`` i
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from brainalign.models.weights import read_weights_file
@@ -54,7 +56,7 @@ def torchvision_layers(model: nn.Module, name: str) -> list[str]:
     )
 
 
-def _load_spec(spec: str, request: LoadRequest) -> HookProbeModel:
+def _builder(spec: str, weights: object) -> tuple[str, Callable[..., nn.Module]]:
     import torchvision
 
     name = spec[len("torchvision:") :]
@@ -67,7 +69,12 @@ def _load_spec(spec: str, request: LoadRequest) -> HookProbeModel:
             f"unknown torchvision model {name!r}; see torchvision.models.list_models() "
             "(e.g. torchvision:resnet50)"
         ) from error
-    require_weights(request.weights, spec)
+    require_weights(weights, spec)
+    return name, builder
+
+
+def _load_spec(spec: str, request: LoadRequest) -> HookProbeModel:
+    name, builder = _builder(spec, request.weights)
     with seeded():
         model = builder(weights=None)
     if request.weights != "random":
@@ -97,5 +104,6 @@ register_model_source(
         matches=lambda spec: isinstance(spec, str) and spec.startswith("torchvision:"),
         load=_load_spec,
         takes_weights=True,
+        check=lambda spec, weights: _builder(spec, weights) and None,
     )
 )

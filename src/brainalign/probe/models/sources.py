@@ -29,6 +29,7 @@ __all__ = [
     "LoadRequest",
     "ModelSourceEntry",
     "accepted_specs",
+    "check_model_spec",
     "load_probe_model",
     "register_model_source",
 ]
@@ -81,6 +82,9 @@ class ModelSourceEntry:
         (spec, LoadRequest) -> ProbeModel.
     takes_weights : bool
         Whether ``weights=`` means something for this source.
+    check : callable, optional
+        (spec, weights) -> None; cheap checks run before anything is loaded (a known model
+        name, weights given), raising the error loading would raise.
     """
 
     name: str
@@ -88,6 +92,7 @@ class ModelSourceEntry:
     matches: Callable[[Spec], bool]
     load: Callable[[Any, LoadRequest], ProbeModel]
     takes_weights: bool = False
+    check: Callable[[Any, str | Path | None], None] | None = None
 
 
 _SOURCES: list[ModelSourceEntry] = []
@@ -105,6 +110,42 @@ def register_model_source(entry: ModelSourceEntry) -> None:
 def accepted_specs() -> tuple[str, ...]:
     """The accepted forms of a model spec, one per registered source."""
     return tuple(entry.description for entry in _SOURCES)
+
+
+def check_model_spec(spec: Spec, *, weights: str | Path | None = None) -> str:
+    """The name of the source that takes ``spec``, without loading anything heavy.
+
+    Raises the same errors as :func:`load_probe_model` for an unknown spec, a missing weights
+    file or ``weights=`` given to a source that carries its own.
+    """
+    for entry in _SOURCES:
+        if entry.matches(spec):
+            if weights is not None and not entry.takes_weights:
+                raise ValueError(
+                    f"weights= is only used with timm:/torchvision: specs and nn.Module objects; "
+                    f"{spec!r} carries its own weights"
+                )
+            if entry.check is not None:
+                entry.check(spec, weights)
+            if weights not in (None, "random") and not Path(weights).is_file():
+                raise FileNotFoundError(f"weights file not found: {weights}")
+            return entry.name
+    raise _unknown_spec(spec)
+
+
+def _unknown_spec(spec: Spec) -> ValueError:
+    text = str(spec)
+    path = Path(text.removeprefix("hf:"))
+    if path.is_dir():
+        where = "a folder that is neither a brainalign export nor a Hugging Face model folder"
+    elif path.exists():
+        where = "not a recognised model file"
+    else:
+        where = "no such file or folder"
+    return ValueError(
+        f"cannot load a model from {text!r} ({where}). Accepted specs: "
+        + "; ".join(accepted_specs())
+    )
 
 
 def load_probe_model(
@@ -181,26 +222,8 @@ def load_probe_model(
         preprocess=overrides,
         final_norm=final_norm,
     )
-    for entry in _SOURCES:
-        if entry.matches(spec):
-            if weights is not None and not entry.takes_weights:
-                raise ValueError(
-                    f"weights= is only used with timm:/torchvision: specs and nn.Module objects; "
-                    f"{spec!r} carries its own weights"
-                )
-            return entry.load(spec, request)
-    text = str(spec)
-    path = Path(text.removeprefix("hf:"))
-    if path.is_dir():
-        where = "a folder that is neither a brainalign export nor a Hugging Face model folder"
-    elif path.exists():
-        where = "not a recognised model file"
-    else:
-        where = "no such file or folder"
-    raise ValueError(
-        f"cannot load a model from {text!r} ({where}). Accepted specs: "
-        + "; ".join(accepted_specs())
-    )
+    name = check_model_spec(spec, weights=weights)
+    return next(entry for entry in _SOURCES if entry.name == name).load(spec, request)
 
 
 # ---------------------------------------------------------------------------- shared helpers

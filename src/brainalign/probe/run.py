@@ -1,0 +1,533 @@
+"""The probe core: (model, brain data, config) -> :class:`ProbeRun` (tables, summary, figures).
+
+Every entry point goes through here: ``brainalign probe`` (:func:`probe_model`), the training
+callback (which adds its DDP split, schedule and logging around the same steps) and
+``brainalign chronology`` on exports. The steps, each a function the callback can call on its
+share of the work:
+
+1. :func:`load_targets`: read, align and clean every brain data set of the config, and take the
+   configured stimulus subset; all checks before any model runs.
+2. :func:`stimulus_groups`: data sets showing the same images (by id and image content) share
+   one stimulus set, so fMRI and MEG of the same images are extracted once.
+3. :func:`extract_group`: activations and/or gradients of every requested layer, once per group
+   (through the content-keyed feature cache).
+4. :func:`fit_targets`: one ridge mapping per (data set, feature kind, layer).
+5. :func:`summarise`: the long score table, the summary and the ROI tables.
+
+Example::
+
+    config = ProbeConfig(brain=["data/simulated/fmri"], features=FeatureConfig(pooling="cls"))
+    run = probe_model(ModelSource(spec="runs/demo/exports/step_0000500"), config)
+    run.write("out/probe")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from brainalign.probe.brain_data import BrainData
+from brainalign.probe.config import FeatureConfig, ModelSource, ProbeConfig
+from brainalign.probe.stimuli import StimulusSet
+
+__all__ = [
+    "FeatureSet",
+    "ProbeRun",
+    "ProbeTarget",
+    "SSLObjective",
+    "StimulusGroup",
+    "choose_objective",
+    "extract_group",
+    "fit_targets",
+    "load_model",
+    "load_targets",
+    "probe_loaded_model",
+    "probe_model",
+    "read_stimuli",
+    "stimulus_groups",
+    "summarise",
+]
+
+#: Features of one stimulus group: feature kind -> layer -> (n_stimuli, n_features) float32.
+FeatureSet = dict[str, dict[int, np.ndarray]]
+
+
+# ---------------------------------------------------------------------------- targets
+@dataclass
+class ProbeTarget:
+    """One brain data set, aligned with its images (``stimuli.ids == brain.stimulus_ids``)."""
+
+    spec: str
+    brain: BrainData
+    stimuli: StimulusSet
+
+
+def read_stimuli(spec: str | Path) -> StimulusSet:
+    """A stimulus folder (ids = file stems) or a CSV table with stimulus_id, image_path."""
+    path = Path(spec)
+    return StimulusSet.from_folder(path) if path.is_dir() else StimulusSet.from_table(path)
+
+
+def load_targets(config: ProbeConfig, *, where: str = "--stimuli") -> list[ProbeTarget]:
+    """Read, align and clean every brain data set of ``config`` (before any model runs).
+
+    Parameters
+    ----------
+    config : ProbeConfig
+    where : str
+        How the caller names the stimuli option in errors (``--stimuli``,
+        ``init_args.probe.stimuli``).
+
+    Raises
+    ------
+    ValueError, FileNotFoundError, KeyError
+        A missing or malformed data set, missing images, or fewer stimuli than the folds
+        need; the message names the spec.
+    """
+    from brainalign.probe.formats import load_brain
+
+    if not config.brain:
+        raise ValueError("no brain data: give at least one brain data spec (--brain SPEC)")
+    targets = []
+    for spec in config.brain:
+        brain, stimuli = load_brain(spec)
+        if stimuli is None:
+            if not config.stimuli:
+                raise ValueError(f"brain data {spec!r} names no images: pass {where}")
+            stimuli = read_stimuli(config.stimuli)
+        brain, stimuli = brain.align(stimuli)
+        brain = brain.drop_bad_targets()
+        if config.max_stimuli is not None and brain.n_stimuli > config.max_stimuli:
+            generator = np.random.default_rng(config.subset_seed)
+            chosen = np.sort(generator.choice(brain.n_stimuli, config.max_stimuli, replace=False))
+            ids = [brain.stimulus_ids[i] for i in chosen]
+            brain, stimuli = brain.select_stimuli(ids), stimuli.subset(ids)
+        n_folds = config.encoding.n_folds
+        if brain.n_stimuli < 2 * n_folds:
+            raise ValueError(
+                f"{spec}: {brain.n_stimuli} stimuli are too few for {n_folds} folds "
+                f"(need at least {2 * n_folds})"
+            )
+        targets.append(ProbeTarget(spec=spec, brain=brain, stimuli=stimuli))
+    return targets
+
+
+# ---------------------------------------------------------------------------- stimulus groups
+@dataclass
+class StimulusGroup:
+    """A stimulus set extracted once, and where each member data set finds its rows in it.
+
+    Attributes
+    ----------
+    stimuli : StimulusSet
+    rows : dict of int to ndarray of shape (n_target_stimuli,)
+        Target index -> positions of that target's stimuli (in its order) in ``stimuli``.
+    """
+
+    stimuli: StimulusSet
+    rows: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def stimulus_groups(targets: Sequence[ProbeTarget]) -> list[StimulusGroup]:
+    """Group data sets whose images are one set, or a subset of another's.
+
+    Images are compared by id and content (:attr:`StimulusSet.row_digests`), never by name
+    alone, so two data sets that use the same ids for other images are extracted apart.
+    """
+    groups: list[tuple[StimulusGroup, dict[str, str]]] = []
+    for index, target in enumerate(targets):
+        pairs = dict(zip(target.stimuli.ids, target.stimuli.row_digests))
+        for group, known in groups:
+            if _is_subset(pairs, known):
+                break
+            if _is_subset(known, pairs):  # the new set covers the group: it becomes the base
+                group.stimuli = target.stimuli
+                known.clear()
+                known.update(pairs)
+                break
+        else:
+            group = StimulusGroup(stimuli=target.stimuli)
+            groups.append((group, dict(pairs)))
+        group.rows[index] = np.empty(0, dtype=np.int64)  # filled below, once bases are final
+    for group, _ in groups:
+        for index in group.rows:
+            group.rows[index] = group.stimuli.index_of(targets[index].stimuli.ids)
+    return [group for group, _ in groups]
+
+
+def _is_subset(small: Mapping[str, str], large: Mapping[str, str]) -> bool:
+    return all(large.get(stimulus_id) == digest for stimulus_id, digest in small.items())
+
+
+# ---------------------------------------------------------------------------- models
+def load_model(source: ModelSource, config: ProbeConfig) -> Any:
+    """Load the model of ``source`` with the config's preprocessing and final norm."""
+    from brainalign.probe.models import load_probe_model
+
+    return load_probe_model(
+        source.spec,
+        weights=source.weights,
+        allow_pickle=source.allow_pickle,
+        network=source.network,
+        final_norm=config.features.final_norm,
+        **config.preprocess.overrides,
+    )
+
+
+@dataclass(frozen=True)
+class SSLObjective:
+    """The self-supervised (DINO + iBOT) gradient objective, when the model has one.
+
+    The objective belongs to training (``brainalign.train.gradient_objective``): callers that
+    can build it pass ``make``; ``reason`` says why there is none otherwise.
+    """
+
+    make: Callable[[], Any] | None = None
+    reason: str = "the model has no DINO/iBOT heads"
+
+
+def choose_objective(features: FeatureConfig, ssl: SSLObjective, stimuli: StimulusSet) -> Any:
+    """The per-image loss of gradient features, by ``features.gradient_loss``.
+
+    ``auto``: the SSL objective where ``ssl.make`` exists, else the invariance objective (with a
+    warning giving ``ssl.reason``); ``ssl``: the SSL objective or an error; ``invariance``: two
+    seeded views; ``supervised``: cross-entropy against ``features.labels``.
+    """
+    from brainalign.probe.objectives import InvarianceObjective, SupervisedObjective
+
+    loss = features.gradient_loss
+    if loss == "supervised":
+        return SupervisedObjective.from_mapping(_read_labels(features.labels), stimuli.ids)
+    if loss in ("auto", "ssl") and ssl.make is not None:
+        return ssl.make()
+    if loss == "ssl":
+        raise ValueError(
+            f"gradient_loss ssl is not available: {ssl.reason}; use gradient_loss invariance"
+        )
+    if loss == "auto":
+        warnings.warn(
+            f"the SSL objective is not available ({ssl.reason}): gradient features use the "
+            "invariance objective instead",
+            stacklevel=2,
+        )
+    return InvarianceObjective()
+
+
+def _read_labels(path: str | None) -> dict[str, int]:
+    """``stimulus_id,label`` CSV -> {stimulus_id: label}."""
+    if not path:
+        raise ValueError("gradient_loss supervised needs labels: a CSV with stimulus_id,label")
+    table = pd.read_csv(path, dtype={"stimulus_id": str})
+    missing = {"stimulus_id", "label"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}; need stimulus_id,label")
+    return dict(zip(table["stimulus_id"], table["label"].astype(int)))
+
+
+# ---------------------------------------------------------------------------- extraction
+def extract_group(
+    model: Any,
+    stimuli: StimulusSet,
+    config: ProbeConfig,
+    layers: Sequence[int],
+    *,
+    objective: Any = None,
+    device: Any = None,
+    progress: bool = False,
+) -> FeatureSet:
+    """Features of every configured kind and layer for one stimulus set.
+
+    Parameters
+    ----------
+    model : ProbeModel
+    stimuli : StimulusSet
+    config : ProbeConfig
+    layers : sequence of int
+    objective : Objective, optional
+        Needed when gradient features are configured (see :func:`choose_objective`).
+    device : torch.device, optional
+        Default ``config.device``.
+    progress : bool
+    """
+    from brainalign.probe.cache import FeatureCache
+    from brainalign.probe.features import extract_features
+    from brainalign.probe.gradients import extract_gradient_features
+
+    options = {
+        "layers": list(layers),
+        "pooling": config.features.pooling,
+        "batch_size": config.features.batch_size,
+        "device": config.device if device is None else device,
+        "dtype": config.precision,
+        "progress": progress,
+        "cache": FeatureCache(config.cache_dir) if config.cache_dir else None,
+    }
+    features: FeatureSet = {}
+    for kind in config.features.kinds:
+        if kind == "activation":
+            features[kind] = extract_features(model, stimuli, **options)
+        else:
+            if objective is None:
+                raise ValueError("gradient features need an objective (see choose_objective)")
+            features[kind] = extract_gradient_features(model, stimuli, objective, **options)
+    return features
+
+
+# ---------------------------------------------------------------------------- fits
+def fit_targets(
+    targets: Sequence[ProbeTarget],
+    groups: Sequence[StimulusGroup],
+    features: Sequence[FeatureSet],
+    config: ProbeConfig,
+    *,
+    share: tuple[int, int] = (0, 1),
+    progress: bool = False,
+) -> dict[tuple[int, str], list[Any]]:
+    """Per-layer fits of every (target, feature kind), or of a share of the layers.
+
+    Parameters
+    ----------
+    targets, groups : as returned by :func:`load_targets` and :func:`stimulus_groups`
+    features : sequence of FeatureSet
+        One per group, rows in the group's stimulus order.
+    config : ProbeConfig
+    share : (index, count)
+        Fit only the layers at positions ``index::count`` of the sorted layers (a DDP rank's
+        share); the union of all shares is every layer.
+    progress : bool
+
+    Returns
+    -------
+    dict of (target index, kind) to list of LayerFit
+    """
+    from tqdm.auto import tqdm
+
+    from brainalign.probe.features import reduce_features
+    from brainalign.probe.fitting import fit_layer
+
+    index, count = share
+    fits: dict[tuple[int, str], list[Any]] = {}
+    for group, group_features in zip(groups, features):
+        for target_index, rows in group.rows.items():
+            target = targets[target_index]
+            for kind, by_layer in group_features.items():
+                layers = sorted(by_layer)[index::count]
+                selected = {layer: by_layer[layer][rows] for layer in layers}
+                if config.features.pca and selected:
+                    selected = reduce_features(selected, config.features.pca)
+                _check_finite_features(selected, kind, target.spec)
+                name = f"ridge {target.brain.subject}/{target.brain.modality}/{kind}"
+                fits[(target_index, kind)] = [
+                    fit_layer(layer, selected[layer], target.brain, config.encoding)
+                    for layer in tqdm(layers, desc=name, disable=not progress)
+                ]
+    return fits
+
+
+def _check_finite_features(features: Mapping[int, np.ndarray], kind: str, spec: str) -> None:
+    bad = [layer for layer, array in features.items() if not np.isfinite(array).all()]
+    if bad:
+        raise FloatingPointError(f"non-finite {kind} features in layers {bad} (for {spec})")
+
+
+# ---------------------------------------------------------------------------- summary
+@dataclass
+class ProbeRun:
+    """What one probe produced.
+
+    Attributes
+    ----------
+    table : DataFrame
+        The long score table (``model`` and any extra columns added).
+    summary : dict
+        ``model``, ``architecture``, ``layers``, ``pooling`` and one result per (data set,
+        feature kind) under ``results``.
+    rois : dict of str to DataFrame
+        Each fMRI subject's ROI table (for brain maps and chronology).
+    scores : list of ProbeScores
+        Per (data set, feature kind), in the order of ``results``.
+    """
+
+    table: pd.DataFrame
+    summary: dict[str, Any]
+    rois: dict[str, pd.DataFrame]
+    scores: list[Any] = field(default_factory=list)
+
+    def write(self, out: str | Path, *, overwrite: bool = False) -> Path:
+        """``scores.parquet``, ``summary.json`` and ``figures/`` into ``out`` (atomically)."""
+        from brainalign.probe.report import save_figures
+        from brainalign.utils.atomic import atomic_directory
+
+        out = Path(out)
+        with atomic_directory(out, overwrite=overwrite) as folder:
+            self.table.to_parquet(folder / "scores.parquet", index=False)
+            (folder / "summary.json").write_text(json.dumps(json_ready(self.summary), indent=2))
+            for (subject, modality, kind), rows in self.table.groupby(
+                ["subject", "modality", "feature_kind"], sort=False
+            ):
+                save_figures(
+                    rows,
+                    self.rois.get(subject),
+                    folder / "figures",
+                    prefix=f"{subject}_{modality}_{kind}",
+                )
+        return out
+
+    def summary_lines(self) -> list[str]:
+        """One line per (data set, feature kind): encoding, best depth, spatial/temporal."""
+        lines = []
+        for entry in self.summary["results"]:
+            line = (
+                f"{entry['subject']}/{entry['modality']}/{entry['feature_kind']}: "
+                f"encoding {entry['encoding_score']:.3f} (best depth {entry['best_depth']:.2f})"
+            )
+            if "spatial_score" in entry:
+                line += f", spatial {entry['spatial_score']:.2f}"
+            if "temporal_score" in entry:
+                line += f", temporal {entry['temporal_score']:.2f}"
+            for key in ("spatial_score_backward_order", "temporal_score_backward_order"):
+                if key in entry:
+                    line += f", {key.split('_')[0]} (backward order) {entry[key]:.2f}"
+            lines.append(line)
+        return lines
+
+
+def summarise(
+    targets: Sequence[ProbeTarget],
+    fits: Mapping[tuple[int, str], Sequence[Any]],
+    depths: Mapping[int, float],
+    config: ProbeConfig,
+    *,
+    model_name: str,
+    architecture: str,
+    extra_columns: Mapping[str, Any] | None = None,
+    objective: Any = None,
+) -> ProbeRun:
+    """Tables and summary of a probe from its fits (all layers of every target and kind)."""
+    from brainalign.probe.pipeline import summarise_fits
+
+    scores, rois = [], {}
+    for target_index, target in enumerate(targets):
+        for kind in config.features.kinds:
+            scores.append(
+                summarise_fits(
+                    fits[(target_index, kind)],
+                    depths,
+                    target.brain,
+                    config=config.encoding,
+                    feature_kind=kind,
+                    meg_windows=config.meg_windows,
+                )
+            )
+        brain = target.brain
+        if brain.modality == "fmri" and brain.rois is not None and not brain.rois.empty:
+            rois[brain.subject] = brain.rois
+    table = pd.concat([score.table for score in scores], ignore_index=True)
+    table = table.assign(model=model_name, **dict(extra_columns or {}))
+    summary: dict[str, Any] = {
+        "model": model_name,
+        "architecture": architecture,
+        "layers": sorted(depths),
+        "pooling": config.features.pooling,
+        "results": [score.summary for score in scores],
+    }
+    if objective is not None:
+        summary["gradient_objective"] = objective.identity
+    return ProbeRun(table=table, summary=summary, rois=rois, scores=scores)
+
+
+# ---------------------------------------------------------------------------- one call
+def probe_loaded_model(
+    model: Any,
+    targets: Sequence[ProbeTarget],
+    config: ProbeConfig,
+    *,
+    model_name: str,
+    ssl: SSLObjective | None = None,
+    progress: bool = False,
+    extra_columns: Mapping[str, Any] | None = None,
+) -> ProbeRun:
+    """Steps 2-5 for a loaded :class:`~brainalign.probe.models.ProbeModel`."""
+    from brainalign.probe.features import select_layers
+
+    layers = select_layers(model.depth, config.features.layers)
+    depths = {layer: model.relative_depths[layer] for layer in layers}
+    groups = stimulus_groups(targets)
+    features, objective = [], None
+    for group in groups:
+        if "gradient" in config.features.kinds:
+            objective = choose_objective(config.features, ssl or SSLObjective(), group.stimuli)
+        features.append(
+            extract_group(
+                model, group.stimuli, config, layers, objective=objective, progress=progress
+            )
+        )
+    fits = fit_targets(targets, groups, features, config, progress=progress)
+    return summarise(
+        targets,
+        fits,
+        depths,
+        config,
+        model_name=model_name,
+        architecture=model.architecture,
+        extra_columns=extra_columns,
+        objective=objective,
+    )
+
+
+def probe_model(
+    source: ModelSource,
+    config: ProbeConfig,
+    *,
+    targets: Sequence[ProbeTarget] | None = None,
+    ssl: SSLObjective | None = None,
+    progress: bool = False,
+    extra_columns: Mapping[str, Any] | None = None,
+) -> ProbeRun:
+    """Probe the model of ``source`` against every data set of ``config`` (steps 1-5).
+
+    Parameters
+    ----------
+    source : ModelSource
+    config : ProbeConfig
+    targets : sequence of ProbeTarget, optional
+        Already loaded data sets (chronology probes many models on the same ones).
+    ssl : SSLObjective, optional
+        How to build the SSL gradient objective for this model (callers that import training
+        pass it; default: not available).
+    progress : bool
+    extra_columns : mapping, optional
+        Constant columns added to the table (``step``, ``train_fraction``...).
+    """
+    targets = list(targets) if targets is not None else load_targets(config)
+    model = load_model(source, config)
+    return probe_loaded_model(
+        model,
+        targets,
+        config,
+        model_name=source.spec,
+        ssl=ssl,
+        progress=progress,
+        extra_columns=extra_columns,
+    )
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with NaN as None and numpy scalars as Python numbers (for JSON)."""
+    if isinstance(value, dict):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(item) for item in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):
+        return json_ready(value.item())
+    return value
