@@ -19,7 +19,7 @@ import lightning as L
 import torch
 
 from brainalign.callbacks import BrainProbeCallback
-from brainalign.probe.pipeline import EncodingConfig
+from brainalign.probe.config import FeatureConfig, ProbeConfig
 from brainalign.probe.simulate import simulate_subject
 from brainalign.train.data import DataSource, ProceduralSpec, SSLDataModule
 from brainalign.train.module import DINOv3Module, HeadConfig
@@ -73,10 +73,8 @@ def main() -> None:
         subject = simulate_subject(root / "sim", n_stimuli=300, image_size=32, seed=0)
         callback = BrainProbeCallback(
             brain=[str(subject.fmri_dir), str(subject.meg_path)],
-            max_stimuli=300,
-            pooling="cls",
+            probe=ProbeConfig(max_stimuli=300, features=FeatureConfig(pooling="cls")),
             n_probes=args.n_probes,
-            encoding=EncodingConfig(),
             log_figures=True,
         )
         run(root, 5, None)  # warm-up: shards, imports

@@ -8,6 +8,7 @@ import pytest
 from runs import run_fit, scalar_tags
 
 from brainalign.callbacks import BrainProbeCallback, probe_steps
+from brainalign.probe.config import FeatureConfig, ProbeConfig
 from brainalign.probe.simulate import simulate_subject
 
 SCHEDULED = [0, 1, 2, 4, 8]  # log schedule, 4 points over 8 steps, plus step 0
@@ -25,10 +26,12 @@ def callback_config(simulated, class_path="brainalign.callbacks.BrainProbeCallba
         "class_path": class_path,
         "init_args": {
             "brain": [str(simulated.fmri_dir), str(simulated.meg_path)],
-            "max_stimuli": 80,
-            "pooling": "cls",
+            "probe": {
+                "max_stimuli": 80,
+                "features": {"pooling": "cls"},
+                "encoding": {"n_folds": 4, "backend": "numpy"},
+            },
             "n_probes": 4,
-            "encoding": {"n_folds": 4, "backend": "numpy"},
             **extra,
         },
     }
@@ -61,7 +64,7 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="brain is empty"):
         BrainProbeCallback(brain=[])
     with pytest.raises(ValueError, match="unknown feature kinds"):
-        BrainProbeCallback(brain=["x"], feature_kinds=["activations"])
+        FeatureConfig(kinds=["activations"])
 
 
 @pytest.mark.slow
@@ -182,7 +185,9 @@ def test_callback_skips_under_fast_dev_run(tmp_path, simulated):
     for index, image in enumerate(generate_images(8, size=32, seed=0)[0]):
         Image.fromarray(image).save(images / f"{index}.png")
     head = HeadConfig(n_prototypes=32, hidden_dim=32, bottleneck_dim=16)
-    callback = BrainProbeCallback(brain=[str(simulated.fmri_dir)], max_stimuli=20)
+    callback = BrainProbeCallback(
+        brain=[str(simulated.fmri_dir)], probe=ProbeConfig(max_stimuli=20)
+    )
     trainer = L.Trainer(
         fast_dev_run=True,
         callbacks=[callback],

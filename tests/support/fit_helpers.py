@@ -85,8 +85,11 @@ class FailingBrainProbe(BrainProbeCallback):
         self._trainer_step = trainer.global_step
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
 
-    def _extract(self, model, images, layers, device):
-        features = super()._extract(model, images, layers, device)
+    def _extract(self, model, stimuli, layers, objective, device):
+        features = super()._extract(model, stimuli, layers, objective, device)
         if self._trainer_step in self.fail_at_steps:
-            return {layer: np.full_like(array, np.nan) for layer, array in features.items()}
+            return {
+                kind: {layer: np.full_like(array, np.nan) for layer, array in arrays.items()}
+                for kind, arrays in features.items()
+            }
         return features

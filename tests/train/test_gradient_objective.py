@@ -158,19 +158,37 @@ def test_checkpoint_without_heads_is_refused_with_the_missing_keys(module, tmp_p
 
 
 # ---------------------------------------------------------------------------- callback
-def _callback_and_trainer(rank: int = 0, world: int = 1):
-    callback = BrainProbeCallback(
-        brain=["unused"], feature_kinds=["activation", "gradient"], pooling="mean", batch_size=4
-    )
+@pytest.fixture(scope="module")
+def fmri_folder(tmp_path_factory):
+    from brainalign.probe.simulate import simulate_subject
+
+    root = tmp_path_factory.mktemp("subject")
+    return str(simulate_subject(root / "sim", n_stimuli=20, image_size=32, seed=0).fmri_dir)
+
+
+def _callback_and_trainer(fmri_folder, rank: int = 0, world: int = 1):
+    from brainalign.probe.config import FeatureConfig, ProbeConfig
+    from brainalign.probe.run import StimulusGroup
+    from brainalign.probe.stimuli import StimulusSet
+
+    features = FeatureConfig(kinds=["activation", "gradient"], pooling="mean", batch_size=4)
+    callback = BrainProbeCallback(brain=[fmri_folder], probe=ProbeConfig(features=features))
     images = _images(6, seed=5)
-    callback._targets = [SimpleNamespace(images=images)]
+    stimuli = StimulusSet.from_array([str(index) for index in range(6)], images)
+    callback._groups = [StimulusGroup(stimuli=stimuli)]
     trainer = SimpleNamespace(global_rank=rank, world_size=world, global_step=0)
     return callback, trainer, images
 
 
-def test_callback_gradient_features_use_the_module_objective_and_rank_split(module):
-    callback, trainer, images = _callback_and_trainer()
-    shares = callback._extract_all(trainer, module)
+def _extract_all(callback, trainer, module):
+    model = callback._probe_model(module)
+    layers = list(range(model.depth))
+    return callback._extract_shares(model, module, layers, trainer.global_rank, trainer.world_size)
+
+
+def test_callback_gradient_features_use_the_module_objective_and_rank_split(module, fmri_folder):
+    callback, trainer, images = _callback_and_trainer(fmri_folder)
+    shares = _extract_all(callback, trainer, module)
     assert set(shares[0]) == {"activation", "gradient"}
     teacher = DinoProbeModel(module.teacher_backbone)
     expected = extract_gradient_features(
@@ -180,33 +198,49 @@ def test_callback_gradient_features_use_the_module_objective_and_rank_split(modu
         np.testing.assert_allclose(shares[0]["gradient"][layer], array, rtol=1e-4, atol=1e-7)
         assert not np.allclose(shares[0]["gradient"][layer], shares[0]["activation"][layer])
     # In DDP, rank 1 of 2 computes rows 1, 3, 5: the same gradients as in the full pass.
-    callback, trainer, _ = _callback_and_trainer(rank=1, world=2)
-    rank_share = callback._extract_all(trainer, module)[0]["gradient"]
+    callback, trainer, _ = _callback_and_trainer(fmri_folder, rank=1, world=2)
+    rank_share = _extract_all(callback, trainer, module)[0]["gradient"]
     for layer, array in expected.items():
         np.testing.assert_allclose(rank_share[layer], array[1::2], rtol=1e-4, atol=1e-7)
 
 
 def test_callback_falls_back_to_invariance_for_a_module_without_heads():
-    objective = BrainProbeCallback._objective(torch.nn.Linear(2, 2), step=0)
+    from brainalign.probe.config import FeatureConfig
+    from brainalign.probe.run import choose_objective
+
+    ssl = BrainProbeCallback._ssl_objective(torch.nn.Linear(2, 2))
+    with pytest.warns(UserWarning, match="invariance objective"):
+        objective = choose_objective(FeatureConfig(kinds=["gradient"]), ssl, None)
     assert isinstance(objective, InvarianceObjective)
     with pytest.raises(ValueError, match="unknown feature kinds"):
-        BrainProbeCallback(brain=["x"], feature_kinds=["activation", "gradients"])
+        FeatureConfig(kinds=["activation", "gradients"])
 
 
 # ---------------------------------------------------------------------------- CLI
 def _probe_namespace(*args: str):
-    import argparse
-
+    """The probe command's parsed options: ``.model`` (ModelSource) and ``.probe`` (config)."""
     from brainalign.commands import probe as probe_command
+    from brainalign.commands.probe_options import parse
 
-    parser = argparse.ArgumentParser()
-    probe_command.add(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["probe", "--out", "unused", *args])
+    return parse(probe_command.build_parser(), ["--out", "unused", *args])[1]
+
+
+def _probe_model(ns):
+    from brainalign.commands.probe import ssl_objective_for
+    from brainalign.probe.run import probe_model
+
+    return probe_model(ns.model, ns.probe, ssl=ssl_objective_for(ns.model), progress=False)
+
+
+def gradient_objective(spec, ns, stimuli):
+    from brainalign.commands.probe import ssl_objective_for
+    from brainalign.probe.run import choose_objective
+
+    return choose_objective(ns.probe.features, ssl_objective_for(ns.model), stimuli)
 
 
 @pytest.mark.slow
 def test_probe_command_scores_activations_and_ssl_gradients(module, tmp_path):
-    from brainalign.commands.probe import probe_model
     from brainalign.models import save_teacher_export
     from brainalign.probe.simulate import simulate_subject
 
@@ -215,7 +249,7 @@ def test_probe_command_scores_activations_and_ssl_gradients(module, tmp_path):
     common = ["--brain", str(simulated.fmri_dir), "--brain", str(simulated.meg_path)]
     common += ["--n-folds", "3", "--backend", "numpy", "--cache-dir", "", "--pooling", "cls"]
     ns = _probe_namespace("--model", str(checkpoint), "--features", "activation,gradient", *common)
-    result = probe_model(str(checkpoint), ns, progress=False)
+    result = _probe_model(ns)
     table = result.table
     assert set(table["feature_kind"]) == {"activation", "gradient"}
     assert result.summary["gradient_objective"].startswith("dino_ibot:")
@@ -233,13 +267,11 @@ def test_probe_command_scores_activations_and_ssl_gradients(module, tmp_path):
     export = save_teacher_export(module.teacher_backbone, tmp_path / "export", {"step": 0})
     ns = _probe_namespace("--model", str(export), "--features", "gradient", *common)
     with pytest.warns(UserWarning, match="without the DINO/iBOT heads.*invariance objective"):
-        result = probe_model(str(export), ns, progress=False)
+        result = _probe_model(ns)
     assert result.summary["gradient_objective"].startswith("invariance:")
 
 
 def test_probe_command_refuses_ssl_gradients_without_a_checkpoint():
-    from brainalign.commands.probe import gradient_objective
-
     ns = _probe_namespace("--model", "timm:resnet18", "--gradient-loss", "ssl")
     with pytest.raises(ValueError, match="needs a brainalign .ckpt"):
         gradient_objective("timm:resnet18", ns, None)
@@ -260,11 +292,12 @@ def test_fit_with_gradient_features_logs_both_kinds(tmp_path):
         "class_path": "brainalign.callbacks.BrainProbeCallback",
         "init_args": {
             "brain": [str(simulated.fmri_dir), str(simulated.meg_path)],
-            "feature_kinds": ["activation", "gradient"],
-            "pooling": "cls",
+            "probe": {
+                "features": {"kinds": ["activation", "gradient"], "pooling": "cls"},
+                "encoding": {"n_folds": 3, "backend": "numpy"},
+            },
             "n_probes": 2,
             "log_figures": False,
-            "encoding": {"n_folds": 3, "backend": "numpy"},
         },
     }
     run_fit(tmp_path, overrides={"trainer": {"callbacks": [callback], "max_steps": 4}})

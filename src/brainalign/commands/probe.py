@@ -51,10 +51,13 @@ def ssl_objective_for(source: Any) -> Any:
         return SSLObjective(make=make)
     if path.is_dir() and (path / META_FILE).is_file():
         return SSLObjective(
-            reason=f"{source.spec} is a teacher export without the DINO/iBOT heads (probe the "
-            "run's .ckpt for the SSL loss)"
+            reason=f"needs the DINO/iBOT heads, and {source.spec} is a teacher export without "
+            "the DINO/iBOT heads (probe the run's .ckpt for the SSL loss)"
         )
-    return SSLObjective(reason=f"{source.spec} is not a brainalign .ckpt (it holds the heads)")
+    return SSLObjective(
+        reason=f"needs a brainalign .ckpt (it holds the DINO/iBOT heads); {source.spec!r} is "
+        "not one"
+    )
 
 
 def main(argv: Sequence[str]) -> None:

@@ -186,14 +186,17 @@ class FeatureConfig:
         kinds = list(dict.fromkeys(self.kinds))
         if not kinds:
             raise ValueError("features.kinds is empty: use [activation], [gradient] or both")
-        for kind in kinds:
-            _check_choice("features.kinds", kind, FEATURE_KINDS)
+        unknown = [kind for kind in kinds if kind not in FEATURE_KINDS]
+        if unknown:
+            raise ValueError(
+                f"unknown feature kinds {unknown} in features.kinds: use activation, gradient"
+            )
         object.__setattr__(self, "kinds", kinds)
         _check_choice("features.gradient_loss", self.gradient_loss, GRADIENT_LOSSES)
         if self.gradient_loss == "supervised" and "gradient" in kinds and not self.labels:
             raise ValueError(
-                "features.gradient_loss supervised needs features.labels: a CSV with "
-                "stimulus_id,label columns"
+                "features.gradient_loss supervised needs --labels FILE (features.labels): a CSV "
+                "with stimulus_id,label columns"
             )
         if self.pca is not None:
             _check_positive_int("features.pca", self.pca)

@@ -552,11 +552,15 @@ def load_brain(
 def _dispatch_brain(
     text: str, *, subject: str | None, meg_preparation: MEGPreparation | None
 ) -> tuple[BrainData, StimulusSet | None]:
+    loader, location = _resolve_loader(text)
+    return loader(location, subject=subject, meg_preparation=meg_preparation)
+
+
+def _resolve_loader(text: str) -> tuple[BrainLoader, str]:
+    """The loader of a spec and the location it receives (nothing is read)."""
     prefix, separator, location = text.partition(":")
     if separator and prefix.lower() in _PREFIX_LOADERS:
-        return _PREFIX_LOADERS[prefix.lower()](
-            location, subject=subject, meg_preparation=meg_preparation
-        )
+        return _PREFIX_LOADERS[prefix.lower()], location
     path = Path(text)
     expected = "; or ".join(
         [description for description, _, _ in _PATH_LOADERS]
@@ -566,5 +570,27 @@ def _dispatch_brain(
         raise FileNotFoundError(f"brain data not found: {path} (expected {expected})")
     for _, matches, loader in _PATH_LOADERS:
         if matches(path):
-            return loader(text, subject=subject, meg_preparation=meg_preparation)
+            return loader, text
     raise ValueError(f"unknown brain data format: {path}; expected {expected}")
+
+
+def check_brain_spec(spec: str | Path) -> None:
+    """Cheap checks of a brain data spec, before anything is read or written.
+
+    The format must be known, and the file or folder it names must exist (for named data sets,
+    the location before ``?``). Options are checked when the data set is loaded.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        The same errors :func:`load_brain` would raise for these mistakes.
+    """
+    import brainalign.probe.datasets  # noqa: F401  (registers the named data set loaders)
+    from brainalign.probe.datasets.spec import pop_common_options
+
+    text, _ = pop_common_options(spec)
+    loader, location = _resolve_loader(text)
+    if loader in _PREFIX_LOADERS.values():
+        folder = Path(location.split("?", 1)[0])
+        if not folder.exists():
+            raise FileNotFoundError(f"brain data {str(spec)!r}: {folder} does not exist")

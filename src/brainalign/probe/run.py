@@ -187,11 +187,12 @@ class SSLObjective:
     """The self-supervised (DINO + iBOT) gradient objective, when the model has one.
 
     The objective belongs to training (``brainalign.train.gradient_objective``): callers that
-    can build it pass ``make``; ``reason`` says why there is none otherwise.
+    can build it pass ``make``; ``reason`` completes "the SSL objective ..." when there is none
+    (e.g. "needs a brainalign .ckpt (it holds the DINO/iBOT heads)").
     """
 
     make: Callable[[], Any] | None = None
-    reason: str = "the model has no DINO/iBOT heads"
+    reason: str = "needs a model with DINO/iBOT heads (a brainalign .ckpt or training module)"
 
 
 def choose_objective(features: FeatureConfig, ssl: SSLObjective, stimuli: StimulusSet) -> Any:
@@ -209,13 +210,11 @@ def choose_objective(features: FeatureConfig, ssl: SSLObjective, stimuli: Stimul
     if loss in ("auto", "ssl") and ssl.make is not None:
         return ssl.make()
     if loss == "ssl":
-        raise ValueError(
-            f"gradient_loss ssl is not available: {ssl.reason}; use gradient_loss invariance"
-        )
+        raise ValueError(f"gradient_loss ssl {ssl.reason}; use gradient_loss invariance")
     if loss == "auto":
         warnings.warn(
-            f"the SSL objective is not available ({ssl.reason}): gradient features use the "
-            "invariance objective instead",
+            f"the SSL objective {ssl.reason}: gradient features use the invariance objective "
+            "instead",
             stacklevel=2,
         )
     return InvarianceObjective()
@@ -224,7 +223,10 @@ def choose_objective(features: FeatureConfig, ssl: SSLObjective, stimuli: Stimul
 def _read_labels(path: str | None) -> dict[str, int]:
     """``stimulus_id,label`` CSV -> {stimulus_id: label}."""
     if not path:
-        raise ValueError("gradient_loss supervised needs labels: a CSV with stimulus_id,label")
+        raise ValueError(
+            "gradient_loss supervised needs --labels FILE (features.labels): a CSV with "
+            "stimulus_id,label columns"
+        )
     table = pd.read_csv(path, dtype={"stimulus_id": str})
     missing = {"stimulus_id", "label"} - set(table.columns)
     if missing:
@@ -335,7 +337,7 @@ def fit_targets(
 def _check_finite_features(features: Mapping[int, np.ndarray], kind: str, spec: str) -> None:
     bad = [layer for layer, array in features.items() if not np.isfinite(array).all()]
     if bad:
-        raise FloatingPointError(f"non-finite {kind} features in layers {bad} (for {spec})")
+        raise FloatingPointError(f"non-finite features in layers {bad} ({kind}, for {spec})")
 
 
 # ---------------------------------------------------------------------------- summary

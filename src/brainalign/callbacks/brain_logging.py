@@ -1,0 +1,219 @@
+"""What :class:`~brainalign.callbacks.BrainProbeCallback` writes to TensorBoard.
+
+Tags are rooted at the probe's name (``brain`` by default):
+
+- ``<name>/<subject>/<modality>[/<kind>]/{encoding,spatial_score,temporal_score}``,
+  ``.../roi/<ROI>``, ``.../window/<label>`` against the global step, and the same under
+  ``<name>_vs_fraction/`` against the fraction of training (per mille);
+- figures under ``<name>_figures/``; ``<name>/probe_failed`` for failed probes;
+- a custom-scalars layout (one chart per score, ROI and window family) and the HParams summary
+  pairing the run's factors with the latest value of every metric tag.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import pandas as pd
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from brainalign.probe.pipeline import ProbeScores, window_label
+
+__all__ = [
+    "failure_rows",
+    "hparams_of_run",
+    "log_failure",
+    "log_layout_and_hparams",
+    "log_scores",
+    "scalar_values",
+    "tag_prefix",
+]
+
+
+def tensorboard(trainer: L.Trainer) -> Any:
+    """The ``SummaryWriter`` of the trainer's TensorBoard logger, or None."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+def tag_prefix(name: str, summary: Mapping[str, Any]) -> str:
+    """``<name>/<subject>/<modality>`` (plus ``/<kind>`` for features other than activations)."""
+    prefix = f"{name}/{summary['subject']}/{summary['modality']}"
+    kind = summary["feature_kind"]
+    return prefix if kind == "activation" else f"{prefix}/{kind}"
+
+
+def scalar_values(
+    name: str, scores: ProbeScores, meg_windows: Sequence[tuple[float, float]]
+) -> dict[str, float]:
+    """The scalar tags of one probe result and their values."""
+    summary, table = scores.summary, scores.table
+    prefix = tag_prefix(name, summary)
+    values = {f"{prefix}/encoding": summary["encoding_score"]}
+    for key in ("spatial_score_backward_order", "temporal_score_backward_order"):
+        if key in summary:  # gradient features (Study B)
+            values[f"{prefix}/{key}"] = summary[key]
+    if summary["modality"] == "fmri":
+        values[f"{prefix}/spatial_score"] = summary["spatial_score"]
+        for roi, value in summary["roi_encoding"].items():
+            values[f"{prefix}/roi/{roi}"] = value
+    else:
+        values[f"{prefix}/temporal_score"] = summary["temporal_score"]
+        for window in meg_windows:
+            label = window_label(window)
+            rows = table[(table["group"] == label) & (table["metric"] == "r")]
+            values[f"{prefix}/window/{label}"] = float(rows["value"].max())
+    return {tag: float(value) for tag, value in values.items()}
+
+
+def log_scores(
+    trainer: L.Trainer,
+    name: str,
+    scores: ProbeScores,
+    values: Mapping[str, float],
+    step: int,
+    fraction: float,
+    rois: Mapping[str, pd.DataFrame],
+    figures: bool,
+) -> None:
+    """Scalars against step and fraction; figures when ``figures``."""
+    for logger in trainer.loggers:
+        if not isinstance(logger, TensorBoardLogger):
+            logger.log_metrics(dict(values), step=step)
+    writer = tensorboard(trainer)
+    if writer is None:
+        return
+    permille = round(fraction * 1000)
+    for tag, value in values.items():
+        # NaN is logged too (e.g. a temporal score when every layer peaks at the same time):
+        # every scheduled probe leaves one point per tag.
+        writer.add_scalar(tag, value, step)
+        writer.add_scalar(tag.replace(f"{name}/", f"{name}_vs_fraction/", 1), value, permille)
+    if figures:
+        _log_figures(writer, name, scores, step, rois)
+    writer.flush()
+
+
+def _log_figures(
+    writer: Any, name: str, scores: ProbeScores, step: int, rois: Mapping[str, pd.DataFrame]
+) -> None:
+    from brainalign.probe import report
+
+    prefix = tag_prefix(name, scores.summary).replace(f"{name}/", f"{name}_figures/", 1)
+    table = scores.table
+    if scores.summary["modality"] == "fmri":
+        writer.add_figure(f"{prefix}/layer_x_roi", report.roi_heatmap(table), step)
+        subject_rois = rois.get(scores.summary["subject"])
+        if subject_rois is not None and not subject_rois.empty:
+            writer.add_figure(
+                f"{prefix}/best_layer_map", report.best_layer_brain_map(table, subject_rois), step
+            )
+    else:
+        writer.add_figure(f"{prefix}/time_courses", report.meg_time_courses(table), step)
+
+
+def log_failure(trainer: L.Trainer, name: str, step: int) -> None:
+    writer = tensorboard(trainer)
+    if writer is not None:
+        writer.add_scalar(f"{name}/probe_failed", 1.0, step)
+        writer.flush()
+
+
+def log_layout_and_hparams(
+    trainer: L.Trainer,
+    pl_module: L.LightningModule,
+    name: str,
+    results: Sequence[ProbeScores],
+    latest: Mapping[str, Mapping[str, float]],
+    *,
+    layout_written: bool,
+    hparams_written: bool,
+) -> tuple[bool, bool]:
+    """Write the custom-scalars layout and the HParams summary once; returns what is written."""
+    writer = tensorboard(trainer)
+    if writer is None:
+        return layout_written, hparams_written
+    if not layout_written:
+        layout: dict[str, dict[str, list]] = {}
+        for scores in results:
+            prefix = tag_prefix(name, scores.summary)
+            layout[prefix] = {
+                "scores": ["Multiline", [f"^{prefix}/(encoding|spatial_score|temporal_score)$"]],
+                "ROIs": ["Multiline", [f"^{prefix}/roi/"]],
+                "MEG windows": ["Multiline", [f"^{prefix}/window/"]],
+            }
+        writer.add_custom_scalars(layout)
+    if not hparams_written:
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        # The HParams view pairs these factors with the latest value of each metric tag;
+        # writing the summaries directly (not through log_hyperparams) logs no extra scalar.
+        metrics = {tag: value for values in latest.values() for tag, value in values.items()}
+        experiment, start, end = hparams_summary(hparams_of_run(trainer, pl_module), metrics)
+        for summary in (experiment, start, end):
+            writer.file_writer.add_summary(summary)
+        writer.flush()
+    return True, True
+
+
+def hparams_of_run(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+    """The factors a run varies (model size, data mixture, number of steps) + the module's hparams.
+
+    Values are flattened to scalars (``optim/base_lr``) as the HParams view needs.
+    """
+    params: dict[str, Any] = {}
+    hparams = dict(getattr(pl_module, "hparams", {}))
+    _flatten_into(params, "", hparams)
+    params["max_steps"] = int(trainer.max_steps)
+    params["model_size"] = str(hparams.get("backbone", type(pl_module).__name__))
+    describe = getattr(trainer.datamodule, "describe_sources", None)
+    if callable(describe):
+        params["data"] = ", ".join(
+            f"{source['name']}:{source['weight']:g}" for source in describe()
+        )
+    return params
+
+
+def _flatten_into(out: dict[str, Any], prefix: str, value: Any) -> None:
+    if hasattr(value, "__dataclass_fields__"):
+        value = {name: getattr(value, name) for name in value.__dataclass_fields__}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten_into(out, f"{prefix}{key}/" if prefix or key else "", item)
+        return
+    key = prefix.rstrip("/")
+    if isinstance(value, bool | int | float | str):
+        out[key] = value
+    elif value is None:
+        out[key] = "None"
+    else:
+        out[key] = str(value)
+
+
+def failure_rows(model: str, step: int, fraction: float, error: Exception) -> pd.DataFrame:
+    """The chronology row that records a failed probe."""
+    return pd.DataFrame(
+        [
+            {
+                "subject": "",
+                "modality": "",
+                "feature_kind": "",
+                "layer": -1,
+                "depth": math.nan,
+                "group": "all",
+                "time": math.nan,
+                "metric": "probe_failed",
+                "value": math.nan,
+                "model": model,
+                "step": step,
+                "train_fraction": fraction,
+                "status": "failed",
+                "error": f"{type(error).__name__}: {error}",
+            }
+        ]
+    )
