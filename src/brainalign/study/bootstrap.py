@@ -223,8 +223,9 @@ def bootstrap_group_r(
         Resample weights, e.g. :func:`resample_counts` computed once and reused for every
         layer; any non-negative weights work (R is then the weighted Pearson correlation).
     dtype : numpy float type, default=numpy.float64
-        Precision of the matrix products. ``float32`` is about twice as fast on CPU; R then
-        differs from float64 by ~1e-6.
+        Precision of the resample sums. ``float32`` halves the memory of the sums and the
+        cost of the matrix products (which dominate when ``n_boot x n_stimuli`` is large);
+        R then differs from float64 by ~1e-7 (``benchmarks/study_stats.py`` measures both).
 
     Returns
     -------
@@ -284,11 +285,15 @@ def _resampled_r(
     """
     # Standardise over all stimuli first (R is unchanged): the sums then have no large means
     # to cancel, which keeps float64 agreement with a direct computation at ~1e-13.
-    y = _standardise(observed)  # (n_stimuli, n_batch)
-    p = _standardise(predicted)
-    n_batch = y.shape[1]
-    stacked = np.concatenate([y, p, y * y, p * p, y * p], axis=1).astype(weights.dtype)
-    sums = (weights @ stacked).astype(np.float64)  # (n_boot, 5 * n_batch)
+    n_stimuli, n_batch = observed.shape
+    stacked = np.empty((n_stimuli, 5 * n_batch), dtype=weights.dtype)  # [y, p, yy, pp, yp]
+    y, p, yy, pp, yp = (stacked[:, k * n_batch : (k + 1) * n_batch] for k in range(5))
+    y[...] = _standardise(observed)
+    p[...] = _standardise(predicted)
+    np.multiply(y, y, out=yy)
+    np.multiply(p, p, out=pp)
+    np.multiply(y, p, out=yp)
+    sums = (weights @ stacked).astype(np.float64, copy=False)  # (n_boot, 5 * n_batch)
     sum_y, sum_p, sum_yy, sum_pp, sum_yp = (
         sums[:, k * n_batch : (k + 1) * n_batch] for k in range(5)
     )
