@@ -36,6 +36,7 @@ import numpy as np
 import scipy.sparse
 
 from brainalign.probe.scores import pearson_r
+from brainalign.study._checks import check_count
 
 __all__ = [
     "GroupSpec",
@@ -59,14 +60,8 @@ DEFAULT_TARGET_BATCH = 256
 # ---------------------------------------------------------------------- resamples
 def _index_rows(n_stimuli: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
     """Resampled stimulus indices, one resample (row) at a time, from ``default_rng(seed)``."""
-    if isinstance(n_stimuli, bool) or not isinstance(n_stimuli, (int, np.integer)):
-        raise TypeError(f"n_stimuli must be an integer, got {n_stimuli!r}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)):
-        raise TypeError(f"n_boot must be an integer, got {n_boot!r}")
-    if n_stimuli < 2:
-        raise ValueError(f"the bootstrap needs at least 2 stimuli, got {n_stimuli}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    check_count("n_stimuli", n_stimuli, minimum=2)
+    check_count("n_boot", n_boot)
     rng = np.random.default_rng(seed)
     for _ in range(n_boot):
         yield rng.integers(0, n_stimuli, size=n_stimuli)
@@ -236,10 +231,7 @@ def bootstrap_group_r(
     """
     observed, predicted = _check_pair(observed, predicted)
     n_stimuli, n_targets = observed.shape
-    if isinstance(target_batch, bool) or not isinstance(target_batch, (int, np.integer)):
-        raise TypeError(f"target_batch must be an integer, got {target_batch!r}")
-    if target_batch < 1:
-        raise ValueError(f"target_batch must be at least 1, got {target_batch}")
+    check_count("target_batch", target_batch)
     membership = _membership(group_index_sets(groups, n_targets), n_targets)
     if weights is None:
         weights = resample_counts(n_stimuli, n_boot, seed)

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 import scipy.stats
 
+from brainalign.study._checks import check_count, paired_vectors
 from brainalign.study.correlation import MIN_PAIRS, rowwise_pearson
 
 __all__ = [
@@ -86,16 +87,8 @@ def correlation_permutation_test(
     -------
     PermutationTest
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if x.ndim != 1 or x.shape != y.shape:
-        raise ValueError(
-            f"expected two 1-D arrays of the same length, got shapes {x.shape} and {y.shape}"
-        )
-    if isinstance(n_permutations, bool) or not isinstance(n_permutations, (int, np.integer)):
-        raise TypeError(f"n_permutations must be an integer, got {n_permutations!r}")
-    if n_permutations < 1:
-        raise ValueError(f"n_permutations must be at least 1, got {n_permutations}")
+    x, y = paired_vectors(x, y)
+    check_count("n_permutations", n_permutations)
     finite = np.isfinite(x) & np.isfinite(y)
     x, y = x[finite], y[finite]
     observed = float(rowwise_pearson(x, y))

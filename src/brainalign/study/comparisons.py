@@ -27,6 +27,8 @@ import numpy as np
 import scipy
 import scipy.stats
 
+from brainalign.study._checks import check_count
+
 __all__ = [
     "FDRResult",
     "PairedComparison",
@@ -250,10 +252,7 @@ def sign_flip_test(
     d = np.asarray(differences, dtype=np.float64)
     if d.ndim == 0 or d.shape[-1] == 0:
         raise ValueError(f"differences must have shape (..., n_targets), got {d.shape}")
-    if isinstance(n_permutations, bool) or not isinstance(n_permutations, (int, np.integer)):
-        raise TypeError(f"n_permutations must be an integer, got {n_permutations!r}")
-    if n_permutations < 1:
-        raise ValueError(f"n_permutations must be at least 1, got {n_permutations}")
+    check_count("n_permutations", n_permutations)
     units = np.nan_to_num(d, nan=0.0)  # a NaN target contributes 0 whatever its sign
     if blocks is not None:
         units = units @ _block_matrix(blocks, d.shape[-1])  # (..., n_blocks): block sums

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.stats
 
+from brainalign.study._checks import paired_vectors
 from brainalign.study.comparisons import wilcoxon_paired
 
 __all__ = ["TrendResult", "trend_test"]
@@ -118,13 +119,7 @@ def trend_test(
     -------
     TrendResult
     """
-    levels = np.asarray(levels, dtype=np.float64)
-    values = np.asarray(values, dtype=np.float64)
-    if levels.ndim != 1 or levels.shape != values.shape:
-        raise ValueError(
-            f"levels and values must be 1-D of the same length, got {levels.shape} and "
-            f"{values.shape}"
-        )
+    levels, values = paired_vectors(levels, values, ("levels", "values"))
     if np.any(~(levels > 0)):
         raise ValueError(
             f"levels must be positive (they are log-transformed), got {levels[~(levels > 0)]}"
