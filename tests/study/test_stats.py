@@ -88,6 +88,33 @@ def test_bootstrap_group_r_overlapping_groups_and_float32(planted_data) -> None:
     np.testing.assert_allclose(single, loop, rtol=0, atol=1e-5)
 
 
+def test_bootstrap_group_r_with_folds_averages_per_fold_r(planted_data) -> None:
+    # The probe's R is the mean over outer folds of the per-fold Pearson R; with folds the
+    # bootstrap resamples within folds and averages the same way.
+    observed, predicted = planted_data
+    order = np.random.default_rng(9).permutation(57)
+    folds = [order[:20], order[20:39], order[39:]]  # unequal sizes 20, 19, 18
+    labels = np.arange(43) % 3
+    fast = stats.bootstrap_group_r(
+        observed, predicted, labels, n_boot=40, seed=2, folds=folds, target_batch=16
+    )
+    loop = stats.bootstrap_group_r_loop(observed, predicted, labels, n_boot=40, seed=2, folds=folds)
+    np.testing.assert_allclose(fast, loop, rtol=0, atol=1e-10)
+    counts = stats.resample_counts(57, n_boot=40, seed=2, folds=folds)
+    for fold in folds:
+        assert (counts[:, fold].sum(axis=1) == len(fold)).all()  # each fold keeps its size
+    # Unit weights (no resampling) give the probe's number: mean over folds of per-fold R.
+    per_fold = np.mean([pearson_r(observed[f], predicted[f]) for f in folds], axis=0)
+    identity = stats.bootstrap_group_r(
+        observed, predicted, labels, weights=np.ones((1, 57)), folds=folds
+    )
+    np.testing.assert_allclose(identity[0], [per_fold[labels == g].mean() for g in range(3)])
+    pooled = stats.bootstrap_group_r(observed, predicted, labels, weights=np.ones((1, 57)))
+    assert not np.allclose(identity, pooled)  # the two definitions differ
+    with pytest.raises(ValueError, match="every stimulus row 0..56 exactly once"):
+        stats.bootstrap_group_r(observed, predicted, labels, folds=[order[:30], order[29:]])
+
+
 def test_resamples_are_shared_and_seeded(planted_data) -> None:
     observed, predicted = planted_data
     counts = stats.resample_counts(57, n_boot=40, seed=5)

@@ -3,17 +3,22 @@
 A probe's cross-validated ridge predicts every stimulus once (each stimulus is in exactly one
 test fold). The bootstrap resamples those stimuli with replacement and recomputes, without
 refitting, R per target (Pearson of observed vs predicted over the resampled stimuli) and its
-mean over each group of targets (ROI, MEG time sample, window, ``all``).
+mean over each group of targets (ROI, MEG time sample, window, ``all``). The probe reports R
+per outer fold averaged over folds (``EncodingResult.r``); given the folds' test indices
+(``folds=``), stimuli are resampled within their fold and R is averaged over folds the same way,
+so the bootstrap estimates the very number the probe reports. Without folds, R is one Pearson
+correlation over all held-out predictions.
 
 Resample ``b`` is a row of counts ``W[b, i]`` (how often stimulus ``i`` was drawn), so every
 sum over a resample is a matrix product: for a batch of targets, the five sums ``W @ y``,
 ``W @ p``, ``W @ y**2``, ``W @ p**2``, ``W @ (y * p)`` give R for all resamples at once, and
 R is reduced to group means straight away. Memory is about
 ``8 * (n_boot * n_stimuli + 7 * n_stimuli * target_batch + 10 * n_boot * target_batch)``
-bytes (~250 MB at 1,000 resamples x 10,000 stimuli with the default batch), whatever the
-number of targets; ``(n_boot, n_stimuli, n_targets)`` is never formed.
+bytes (~250 MB at 1,000 resamples x 10,000 stimuli with the default batch; the first term
+twice with folds), whatever the number of targets: ``(n_boot, n_stimuli, n_targets)`` is never
+formed.
 
-The resamples depend only on ``(n_stimuli, n_boot, seed)``: every layer, checkpoint and model
+The resamples depend only on ``(n_stimuli, n_boot, seed, folds)``: every layer, checkpoint and model
 probed on the same stimuli (rows in the same order) gets the same resamples, so replicate ``b``
 of every layer and ROI comes from the same stimuli and derived scores (best depth, spatial
 score, half time) can be bootstrapped jointly (:mod:`brainalign.study.bootstrap_scores`).
@@ -39,10 +44,12 @@ from brainalign.probe.scores import pearson_r
 from brainalign.study._checks import check_count
 
 __all__ = [
+    "Folds",
     "GroupSpec",
     "PercentileInterval",
     "bootstrap_group_r",
     "bootstrap_group_r_loop",
+    "check_folds",
     "group_index_sets",
     "percentile_interval",
     "resample_counts",
@@ -58,16 +65,59 @@ DEFAULT_TARGET_BATCH = 256
 
 
 # ---------------------------------------------------------------------- resamples
-def _index_rows(n_stimuli: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    """Resampled stimulus indices, one resample (row) at a time, from ``default_rng(seed)``."""
+Folds = Sequence[np.ndarray] | None
+
+
+def check_folds(folds: Folds, n_stimuli: int) -> list[np.ndarray]:
+    """The outer folds' test indices as a partition of the stimuli (one fold when None).
+
+    Parameters
+    ----------
+    folds : sequence of ndarray of int, or None
+        Stimulus rows held out in each outer fold (``EncodingResult.test_indices``); every
+        stimulus in exactly one fold, at least 2 per fold.
+    n_stimuli : int
+
+    Returns
+    -------
+    folds : list of ndarray of int64
+    """
     check_count("n_stimuli", n_stimuli, minimum=2)
+    if folds is None:
+        return [np.arange(n_stimuli)]
+    folds = [np.asarray(fold) for fold in folds]
+    if not folds or any(f.ndim != 1 or not np.issubdtype(f.dtype, np.integer) for f in folds):
+        raise ValueError("folds must be a non-empty list of 1-D integer arrays of stimulus rows")
+    small = [k for k, fold in enumerate(folds) if len(fold) < 2]
+    if small:
+        raise ValueError(f"folds {small} hold fewer than 2 stimuli; R needs at least 2")
+    joined = np.sort(np.concatenate(folds))
+    if len(joined) != n_stimuli or not np.array_equal(joined, np.arange(n_stimuli)):
+        raise ValueError(
+            f"folds must hold every stimulus row 0..{n_stimuli - 1} exactly once (the outer "
+            f"folds' test indices); they hold {len(joined)} rows, "
+            f"{len(joined) - len(np.unique(joined))} repeated"
+        )
+    return [fold.astype(np.int64) for fold in folds]
+
+
+def _index_rows(
+    n_stimuli: int, n_boot: int, seed: int, folds: Folds = None
+) -> Iterator[np.ndarray]:
+    """Resampled stimulus indices, one resample (row) at a time, from ``default_rng(seed)``.
+
+    Each fold's stimuli are drawn from that fold (as many as it holds), folds in order.
+    """
+    folds = check_folds(folds, n_stimuli)
     check_count("n_boot", n_boot)
     rng = np.random.default_rng(seed)
     for _ in range(n_boot):
-        yield rng.integers(0, n_stimuli, size=n_stimuli)
+        yield np.concatenate([fold[rng.integers(0, len(fold), size=len(fold))] for fold in folds])
 
 
-def resample_indices(n_stimuli: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+def resample_indices(
+    n_stimuli: int, n_boot: int = 1000, seed: int = 0, folds: Folds = None
+) -> np.ndarray:
     """Stimulus indices of each bootstrap resample (drawn with replacement).
 
     Parameters
@@ -75,33 +125,36 @@ def resample_indices(n_stimuli: int, n_boot: int = 1000, seed: int = 0) -> np.nd
     n_stimuli : int
     n_boot : int, default=1000
     seed : int, default=0
+    folds : sequence of ndarray of int, optional
+        Outer folds' test indices: resample within each fold (see :func:`check_folds`).
 
     Returns
     -------
     indices : ndarray of shape (n_boot, n_stimuli), int64
-        Row ``b`` lists the stimuli of resample ``b``; the same draws as
-        :func:`resample_counts` with the same arguments.
+        Row ``b`` lists the stimuli of resample ``b`` (fold by fold, in fold order); the same
+        draws as :func:`resample_counts` with the same arguments.
     """
-    return np.stack(list(_index_rows(n_stimuli, n_boot, seed)))
+    return np.stack(list(_index_rows(n_stimuli, n_boot, seed, folds)))
 
 
-def resample_counts(n_stimuli: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+def resample_counts(
+    n_stimuli: int, n_boot: int = 1000, seed: int = 0, folds: Folds = None
+) -> np.ndarray:
     """How often each stimulus is drawn in each bootstrap resample.
 
     Parameters
     ----------
-    n_stimuli : int
-    n_boot : int, default=1000
-    seed : int, default=0
+    n_stimuli, n_boot, seed, folds
+        As :func:`resample_indices`.
 
     Returns
     -------
     counts : ndarray of shape (n_boot, n_stimuli), float64
-        ``counts[b, i]``: occurrences of stimulus ``i`` in resample ``b`` (rows sum to
-        ``n_stimuli``); the indices of :func:`resample_indices`, counted, without keeping them.
+        ``counts[b, i]``: occurrences of stimulus ``i`` in resample ``b`` (each fold's
+        columns sum to its size); the indices of :func:`resample_indices`, counted.
     """
     counts = np.empty((n_boot, n_stimuli), dtype=np.float64)
-    for row, indices in enumerate(_index_rows(n_stimuli, n_boot, seed)):
+    for row, indices in enumerate(_index_rows(n_stimuli, n_boot, seed, folds)):
         counts[row] = np.bincount(indices, minlength=n_stimuli)
     return counts
 
@@ -195,6 +248,7 @@ def bootstrap_group_r(
     seed: int = 0,
     target_batch: int = DEFAULT_TARGET_BATCH,
     weights: np.ndarray | None = None,
+    folds: Folds = None,
     dtype: type[np.floating] = np.float64,
 ) -> np.ndarray:
     """Mean R over each group of targets, per bootstrap resample of the stimuli (no refit).
@@ -217,6 +271,12 @@ def bootstrap_group_r(
     weights : ndarray of shape (n_boot, n_stimuli), optional
         Resample weights, e.g. :func:`resample_counts` computed once and reused for every
         layer; any non-negative weights work (R is then the weighted Pearson correlation).
+        With ``folds``, pass ``resample_counts(..., folds=folds)``.
+    folds : sequence of ndarray of int, optional
+        The outer folds' test indices (``EncodingResult.test_indices``). Given, R of a target
+        is the mean over folds of its Pearson R within each fold, as the probe reports it,
+        and stimuli are resampled within their fold; otherwise R is one Pearson over all
+        stimuli.
     dtype : numpy float type, default=numpy.float64
         Precision of the resample sums. ``float32`` halves the memory of the sums and the
         cost of the matrix products (which dominate when ``n_boot x n_stimuli`` is large);
@@ -226,15 +286,17 @@ def bootstrap_group_r(
     -------
     boot_r : ndarray of shape (n_boot, n_groups)
         Mean over each group's targets of R in each resample. Targets whose R is undefined in
-        a resample (constant observed or predicted values over the drawn stimuli) are left out
-        of that resample's mean, as ``np.nanmean`` does in the probe; NaN if all are.
+        a resample (constant observed or predicted values over the drawn stimuli, of any
+        fold) are left out of that resample's mean, as ``np.nanmean`` does in the probe;
+        NaN if all are.
     """
     observed, predicted = _check_pair(observed, predicted)
     n_stimuli, n_targets = observed.shape
     check_count("target_batch", target_batch)
     membership = _membership(group_index_sets(groups, n_targets), n_targets)
+    folds = check_folds(folds, n_stimuli)
     if weights is None:
-        weights = resample_counts(n_stimuli, n_boot, seed)
+        weights = resample_counts(n_stimuli, n_boot, seed, folds)
     weights = np.asarray(weights)
     if weights.ndim != 2 or weights.shape[1] != n_stimuli:
         raise ValueError(
@@ -244,16 +306,25 @@ def bootstrap_group_r(
     if not (np.isfinite(weights).all() and (weights >= 0).all()):
         raise ValueError("weights must be finite and non-negative (resample counts)")
     weights = weights.astype(dtype, copy=False)
-    total_weight = weights.sum(axis=1, dtype=np.float64)[:, None]  # (n_boot, 1)
+    if len(folds) > 1:
+        fold_weights = [weights[:, fold] for fold in folds]  # (n_boot, n_fold) each
+    else:
+        fold_weights = [weights]
+    total_weights = [w.sum(axis=1, dtype=np.float64)[:, None] for w in fold_weights]
     tolerance = 1000 * np.finfo(dtype).eps  # relative: a variance below this is zero
     sums = np.zeros((weights.shape[0], membership.shape[1]))  # (n_boot, n_groups)
     counts = np.zeros_like(sums)
     for start in range(0, n_targets, target_batch):
         batch = slice(start, min(start + target_batch, n_targets))
-        r, variance_ratio = _resampled_r(
-            observed[:, batch], predicted[:, batch], weights, total_weight
-        )  # (n_boot, n_batch) each
-        valid = variance_ratio > tolerance
+        r = 0.0
+        valid = True
+        for fold, fold_weight, total_weight in zip(folds, fold_weights, total_weights):
+            rows = fold if len(folds) > 1 else slice(None)
+            r_fold, variance_ratio = _resampled_r(
+                observed[rows, batch], predicted[rows, batch], fold_weight, total_weight
+            )  # (n_boot, n_batch) each
+            r = r + r_fold / len(folds)
+            valid = valid & (variance_ratio > tolerance)
         r = np.where(valid, r, 0.0)
         group_of = membership[batch]  # (n_batch, n_groups)
         sums += (group_of.T @ r.T).T
@@ -312,20 +383,26 @@ def bootstrap_group_r_loop(
     *,
     n_boot: int = 1000,
     seed: int = 0,
+    folds: Folds = None,
 ) -> np.ndarray:
     """The plain-loop reference of :func:`bootstrap_group_r` (slow; for tests and benchmarks).
 
     Each resample takes the rows of :func:`resample_indices`, recomputes R per target with
-    :func:`brainalign.probe.scores.pearson_r` and averages it over each group's targets with
-    ``np.nanmean``. Same arguments and result as :func:`bootstrap_group_r`.
+    :func:`brainalign.probe.scores.pearson_r` (per fold, then averaged over folds, when
+    ``folds`` is given) and averages it over each group's targets with ``np.nanmean``. Same
+    arguments and result as :func:`bootstrap_group_r`.
     """
     observed, predicted = _check_pair(observed, predicted)
     index_sets = group_index_sets(groups, observed.shape[1])
+    fold_ends = np.cumsum([len(fold) for fold in check_folds(folds, observed.shape[0])])[:-1]
     result = np.empty((n_boot, len(index_sets)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # groups whose R are all NaN
-        for b, rows in enumerate(_index_rows(observed.shape[0], n_boot, seed)):
-            r = pearson_r(observed[rows], predicted[rows])  # (n_targets,)
+        for b, rows in enumerate(_index_rows(observed.shape[0], n_boot, seed, folds)):
+            per_fold = [
+                pearson_r(observed[part], predicted[part]) for part in np.split(rows, fold_ends)
+            ]
+            r = np.mean(per_fold, axis=0)  # (n_targets,)
             result[b] = [np.nanmean(r[index]) for index in index_sets]
     return result
 

@@ -25,10 +25,12 @@ Run::
 from __future__ import annotations
 
 from brainalign.study.bootstrap import (
+    Folds,
     GroupSpec,
     PercentileInterval,
     bootstrap_group_r,
     bootstrap_group_r_loop,
+    check_folds,
     group_index_sets,
     percentile_interval,
     resample_counts,
@@ -61,6 +63,7 @@ from brainalign.study.trends import TrendResult, trend_test
 
 __all__ = [
     "FDRResult",
+    "Folds",
     "GroupSpec",
     "PairedComparison",
     "PercentileInterval",
@@ -74,6 +77,7 @@ __all__ = [
     "bootstrap_half_time",
     "bootstrap_spatial_score",
     "bootstrap_temporal_score",
+    "check_folds",
     "correlation_permutation_test",
     "fdr_bh",
     "group_index_sets",
