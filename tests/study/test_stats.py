@@ -292,6 +292,39 @@ def test_derived_scores_reject_bad_shapes(boot_layers_rois) -> None:
         stats.bootstrap_spatial_score(boot[0], depths, distances)
 
 
+def test_joint_bootstrap_over_layers_gives_a_spatial_interval() -> None:
+    # Planted truth: 6 ROIs at distances 0..75 mm prefer depths 0..1; a layer's prediction of
+    # an ROI has rho 0.5 - 0.4 |depth - preferred depth|. The spatial score is near 1 and its
+    # interval, from replicates shared across layers, excludes 0.
+    rng = np.random.default_rng(12)
+    depths = np.linspace(0, 1, 5)
+    distances = np.linspace(0, 75, 6)
+    preferred = distances / 75
+    roi_of_target = np.repeat(np.arange(6), 8)
+    observed = rng.standard_normal((150, 48))
+    counts = stats.resample_counts(150, n_boot=300, seed=0)
+    boot = []
+    for depth in depths:
+        rho = 0.5 - 0.4 * np.abs(depth - preferred[roi_of_target])
+        predicted = rho * observed + np.sqrt(1 - rho**2) * rng.standard_normal((150, 48))
+        boot.append(stats.bootstrap_group_r(observed, predicted, roi_of_target, weights=counts))
+    boot = np.stack(boot, axis=1)  # (n_boot, n_layers, n_rois)
+    low, high, n_nan, _ = stats.percentile_interval(
+        stats.bootstrap_spatial_score(boot, depths, distances)
+    )
+    assert low > 0.5 and high <= 1.0 and n_nan == 0
+    # Shared resamples make replicates of two layers comparable: the spread of a difference
+    # between layers is smaller than with independent resamples of each layer.
+    other = stats.resample_counts(150, n_boot=300, seed=1)
+    rho = 0.5 - 0.4 * np.abs(depths[1] - preferred[roi_of_target])
+    predicted = rho * observed + np.sqrt(1 - rho**2) * rng.standard_normal((150, 48))
+    independent = stats.bootstrap_group_r(observed, predicted, roi_of_target, weights=other)
+    shared = stats.bootstrap_group_r(observed, predicted, roi_of_target, weights=counts)
+    assert (
+        np.std(boot[:, 0] - shared, axis=0).mean() < np.std(boot[:, 0] - independent, axis=0).mean()
+    )
+
+
 def test_rowwise_pearson_matches_pearson_r() -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 11))
