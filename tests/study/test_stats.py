@@ -435,6 +435,7 @@ def test_sign_flip_blocks_and_nan() -> None:
         stats.sign_flip_test(differences, blocks=blocks[:-1])
 
 
+@pytest.mark.slow
 def test_calibration_no_difference_false_positives() -> None:
     # (a) Planted truth: both levels have the same rho in every subject (Wilcoxon path:
     # 10 subjects, subject rho 0.3 + N(0, 0.05), 20 targets, 100 stimuli) and in every target
@@ -462,6 +463,7 @@ def test_calibration_no_difference_false_positives() -> None:
     assert ks.pvalue > 0.001
 
 
+@pytest.mark.slow
 def test_calibration_planted_difference_is_detected() -> None:
     # (b) Planted truth: level A's rho exceeds level B's by 0.04 in every subject (Wilcoxon,
     # 10 subjects, as above) or by 0.03 in every target (sign flip, 100 targets, as above).
