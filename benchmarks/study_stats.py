@@ -105,7 +105,7 @@ def main() -> None:
     rate = flops / weighted_s
     nsd_flops = 2 * 1000 * 10000 * 5 * 40000
     print(
-        f"  weighted float64 rate {rate / 1e9:.1f} GFLOP/s (matrix products only); "
+        f"  weighted float64 rate {rate / 1e9:.1f} GFLOP/s (matrix-product FLOPs / total time); "
         f"extrapolated NSD scale (1000 x 10000 x 40000, one layer): {nsd_flops / rate / 60:.0f}"
         f" min float64, {nsd_flops / rate * single_s / weighted_s / 60:.0f} min float32"
     )
