@@ -3,7 +3,8 @@
 #
 #   scripts/slurm/stop_cluster.sh /tmp/slurm-test
 #
-# Only the daemons named by the pid files in DIR are signalled (TERM, then KILL after 10 s).
+# Only the daemons named by the pid files in DIR are signalled (TERM, then KILL after 10 s);
+# running jobs of that cluster are cancelled first.
 # With --keep, DIR (logs, state) is left in place for reading.
 set -euo pipefail
 
@@ -16,17 +17,21 @@ if [[ ${1:-} == --keep ]]; then keep=1; shift; fi
 dir=$(cd "$1" && pwd)
 [[ -e "$dir/slurm.conf" || -e "$dir/munge" ]] || die "$dir holds no cluster of start_cluster.sh"
 
-stop() {  # stop PIDFILE: TERM the process it names, wait up to 10 s, then KILL
-  local pidfile=$1 pid
-  [[ -s "$pidfile" ]] || return 0
-  pid=$(cat "$pidfile")
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
+pids=()
+for pidfile in "$dir/slurmd.pid" "$dir/slurmctld.pid" "$dir/munge/munged.pid"; do
+  [[ -s "$pidfile" ]] && pids+=("$(cat "$pidfile")")
+done
+
+stop_all() {  # TERM the daemons together, wait up to 10 s, then KILL what is left
+  local pid alive
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for _ in $(seq 100); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    ((alive)) || return 0
     sleep 0.1
   done
-  kill -KILL "$pid" 2>/dev/null || true
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
 }
 
 # Jobs first, so that no slurmstepd outlives its slurmd.
@@ -38,9 +43,7 @@ if [[ -e "$dir/slurm.conf" ]] && [[ -s "$dir/slurmctld.pid" ]]; then
     sleep 0.5
   done
 fi
-stop "$dir/slurmd.pid"
-stop "$dir/slurmctld.pid"
-stop "$dir/munge/munged.pid"
+if ((${#pids[@]})); then stop_all; fi
 if ((keep == 0)); then
   rm -rf "$dir"
 fi

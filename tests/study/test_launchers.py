@@ -187,6 +187,7 @@ def test_brainalign_job_records_an_exception_and_reraises_it(tmp_path, monkeypat
     assert read_job_status(tmp_path)["error"] == "RuntimeError: disk on fire"
 
 
+@pytest.mark.slow  # imports Lightning
 def test_brainalign_job_stopped_by_sigterm_is_interrupted_not_failed(tmp_path, monkeypatch):
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -356,6 +357,25 @@ def test_local_launcher_runs_two_jobs_and_reports_a_failure(tmp_path):
     assert launcher.states(["local-0-99"]) == {"local-0-99": UNKNOWN}
 
 
+def test_local_job_that_raised_gets_a_final_state(tmp_path):
+    from concurrent.futures.process import BrokenProcessPool
+
+    spec = JobSpec(name="a", run_dir=tmp_path, argv=["fit"])
+    crash = LocalLauncher._record_crash
+    update_job_status(tmp_path, state=FAILED, job_id="local-1-1", error="error: bad key")
+    assert crash(spec, "local-1-1", JobFailedError("x"), read_job_status(tmp_path)) == FAILED
+    assert read_job_status(tmp_path)["error"] == "error: bad key"  # the job's own words stay
+    update_job_status(tmp_path, state=INTERRUPTED, job_id="local-1-2", error=None)
+    assert crash(spec, "local-1-2", SystemExit(143), read_job_status(tmp_path)) == "CANCELLED"
+    assert read_job_status(tmp_path)["state"] == "CANCELLED"
+    update_job_status(tmp_path, state=RUNNING, job_id="local-1-3")
+    died = BrokenProcessPool("A process in the process pool was terminated abruptly")
+    assert crash(spec, "local-1-3", died, read_job_status(tmp_path)) == FAILED
+    assert read_job_status(tmp_path)["error"] == (
+        "BrokenProcessPool: A process in the process pool was terminated abruptly"
+    )
+
+
 # ----------------------------------------------------------------------------- SLURM
 
 
@@ -368,6 +388,18 @@ def scontrol_job(job_id: str) -> dict[str, str]:
         check=True,
     ).stdout
     return dict(pair.split("=", 1) for pair in text.split() if "=" in pair)
+
+
+def test_cluster_start_reuses_a_running_cluster_and_refuses_a_stopped_one(slurm_cluster, tmp_path):
+    start = [str(REPO / "scripts" / "slurm" / "start_cluster.sh")]
+    again = subprocess.run([*start, str(slurm_cluster.folder)], capture_output=True, text=True)
+    assert (
+        again.returncode == 0 and again.stdout.strip() == f"export SLURM_CONF={slurm_cluster.conf}"
+    )
+    (tmp_path / "slurm.conf").write_text("# a cluster that was not stopped\n")
+    stale = subprocess.run([*start, str(tmp_path)], capture_output=True, text=True)
+    assert stale.returncode == 1
+    assert "holds a cluster that is not running: run scripts/slurm/stop_cluster.sh" in stale.stderr
 
 
 @pytest.mark.slow

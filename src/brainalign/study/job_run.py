@@ -147,10 +147,13 @@ def exception_line(error: BaseException) -> str:
 
 
 def _is_sigterm_exit(error: SystemExit) -> bool:
-    """Whether Lightning stopped the fit because the process received SIGTERM."""
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
+    """Whether Lightning stopped the fit because the process received SIGTERM.
 
-    return isinstance(error, SIGTERMException)
+    Only a command that imported Lightning can raise its ``SIGTERMException``: other commands
+    (``simulate``, ``probe``) do not pay for importing Lightning here.
+    """
+    exceptions = sys.modules.get("lightning.pytorch.utilities.exceptions")
+    return exceptions is not None and isinstance(error, exceptions.SIGTERMException)
 
 
 class BrainalignJob(submitit.helpers.Checkpointable):

@@ -397,9 +397,15 @@ class LocalLauncher:
 
     @staticmethod
     def _record_crash(spec: JobSpec, job_id: str, error: BaseException, status: Mapping) -> str:
-        """A job that failed without saying so in job.json (its worker died): say it there."""
-        if status.get("job_id") == job_id and status.get("state") in FINAL_STATES:
+        """The final state of a local job that raised: FAILED as the job recorded it, CANCELLED
+        if a signal stopped it (a local job is not requeued), FAILED with the error if its
+        worker died before it could say anything."""
+        own = status.get("job_id") == job_id
+        if own and status.get("state") in FINAL_STATES:
             return status["state"]
+        if own and status.get("state") == INTERRUPTED:
+            update_job_status(spec.run_dir, state=CANCELLED)
+            return CANCELLED
         update_job_status(spec.run_dir, state=FAILED, end=now_utc(), error=exception_line(error))
         return FAILED
 
