@@ -20,20 +20,20 @@ def hsic_biased(gram_k: np.ndarray, gram_l: np.ndarray) -> float:
 def hsic_unbiased(gram_k: np.ndarray, gram_l: np.ndarray) -> float:
     """HSIC_1 of Song et al. 2012 (eq. 5), written out term by term."""
     n = len(gram_k)
-    k, l = gram_k.copy(), gram_l.copy()
-    np.fill_diagonal(k, 0.0)
-    np.fill_diagonal(l, 0.0)
+    k_tilde, l_tilde = gram_k.copy(), gram_l.copy()
+    np.fill_diagonal(k_tilde, 0.0)
+    np.fill_diagonal(l_tilde, 0.0)
     ones = np.ones(n)
     return float(
-        np.trace(k @ l)
-        + (ones @ k @ ones) * (ones @ l @ ones) / ((n - 1) * (n - 2))
-        - 2.0 / (n - 2) * ones @ k @ l @ ones
+        np.trace(k_tilde @ l_tilde)
+        + (ones @ k_tilde @ ones) * (ones @ l_tilde @ ones) / ((n - 1) * (n - 2))
+        - 2.0 / (n - 2) * ones @ k_tilde @ l_tilde @ ones
     ) / (n * (n - 3))
 
 
 def plain_cka(x: np.ndarray, y: np.ndarray, hsic) -> float:
-    k, l = x @ x.T, y @ y.T
-    return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
+    gram_x, gram_y = x @ x.T, y @ y.T
+    return hsic(gram_x, gram_y) / np.sqrt(hsic(gram_x, gram_x) * hsic(gram_y, gram_y))
 
 
 def some_sets(seed: int, n_stimuli: int = 11):

@@ -1,4 +1,4 @@
-"""RDMs and RDM comparisons: equal to rsatoolbox, unbiased crossnobis, planted matches, bad input."""
+"""RDMs and their comparisons: equal to rsatoolbox, unbiased crossnobis, planted matches, bad input."""
 
 from __future__ import annotations
 
