@@ -1,4 +1,4 @@
-"""RDMs and their comparisons: equal to rsatoolbox, unbiased crossnobis, planted matches, bad input."""
+"""RDMs and their comparisons: equal to rsatoolbox, unbiased crossnobis, planted match, errors."""
 
 from __future__ import annotations
 
