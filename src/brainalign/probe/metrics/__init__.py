@@ -12,6 +12,13 @@ stimuli at once (layers, ROIs, MEG time samples) and returns plain arrays or sma
   two or more feature spaces.
 """
 
+from brainalign.probe.metrics.ceilings import (
+    RSANoiseCeiling,
+    SplitHalfCeiling,
+    noise_ceiling_random_splits,
+    rsa_noise_ceiling_split_half,
+    rsa_noise_ceiling_subjects,
+)
 from brainalign.probe.metrics.cka import CKA_ROUTES, cross_validated_cka, linear_cka
 from brainalign.probe.metrics.rsa import (
     COMPARISONS,
@@ -26,10 +33,15 @@ __all__ = [
     "CKA_ROUTES",
     "COMPARISONS",
     "RDM_METRICS",
+    "RSANoiseCeiling",
+    "SplitHalfCeiling",
     "compare_rdms",
     "cross_validated_cka",
     "linear_cka",
     "n_pairs",
+    "noise_ceiling_random_splits",
     "rdms",
     "representational_similarity",
+    "rsa_noise_ceiling_split_half",
+    "rsa_noise_ceiling_subjects",
 ]
