@@ -28,15 +28,24 @@ from brainalign.probe.metrics.rsa import (
     rdms,
     representational_similarity,
 )
+from brainalign.probe.metrics.variance_partitioning import (
+    BandedRidgeResult,
+    VariancePartition,
+    fit_banded_ridge,
+    variance_partitioning,
+)
 
 __all__ = [
     "CKA_ROUTES",
     "COMPARISONS",
     "RDM_METRICS",
+    "BandedRidgeResult",
     "RSANoiseCeiling",
     "SplitHalfCeiling",
+    "VariancePartition",
     "compare_rdms",
     "cross_validated_cka",
+    "fit_banded_ridge",
     "linear_cka",
     "n_pairs",
     "noise_ceiling_random_splits",
@@ -44,4 +53,5 @@ __all__ = [
     "representational_similarity",
     "rsa_noise_ceiling_split_half",
     "rsa_noise_ceiling_subjects",
+    "variance_partitioning",
 ]
