@@ -136,6 +136,8 @@ def check_same_stimuli(first: list[np.ndarray], second: list[np.ndarray], names:
 def resolve_torch(device: str | torch.device, dtype: DType) -> tuple[torch.device, torch.dtype]:
     """Torch device and dtype of a metric computation (CUDA asked for but absent: an error)."""
     check_option(dtype, tuple(_TORCH_DTYPES), "dtype")
+    if str(device) == "cpu":  # the common case, without importing the feature module
+        return torch.device("cpu"), _TORCH_DTYPES[dtype]
     from brainalign.probe.features import resolve_device
 
     return resolve_device(device), _TORCH_DTYPES[dtype]

@@ -86,12 +86,12 @@ def _kernel(item: torch.Tensor, metric: str) -> torch.Tensor:
         stacked = centred.permute(1, 0, 2).reshape(centred.shape[1], -1)  # (n, R * p)
         cross = total @ total.T - stacked @ stacked.T  # (n, n), sum over pairs of repeats
         return cross / (n_repeats * (n_repeats - 1))
-    centred = item - item.mean(dim=0, keepdim=True)
     if metric == "correlation":
         patterns = item - item.mean(dim=1, keepdim=True)  # each stimulus's pattern, centred
         norms = torch.linalg.vector_norm(patterns, dim=1, keepdim=True)
         patterns = patterns / norms  # constant pattern: NaN row, NaN distances
         return patterns @ patterns.T
+    centred = item - item.mean(dim=0, keepdim=True)  # translation leaves distances alone
     return centred @ centred.T
 
 

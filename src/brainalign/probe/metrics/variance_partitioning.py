@@ -225,6 +225,7 @@ def _fit_predict(
     search = np.ones((1, 1)) if len(train) == 1 else n_iter  # one space: no weights to search
     solver_params = {"n_iter": search, "alphas": alphas, "progress_bar": False}
     if solver == "primal":
+        solver_params["warn"] = False  # "auto" takes the kernel form where himalaya would warn
         model = GroupRidgeCV(groups="input", solver_params=solver_params, cv=cv, random_state=seed)
         model.fit(train, y_train)
         prediction = model.predict(test)
@@ -271,7 +272,8 @@ def fit_banded_ridge(
         uniform). Ignored for a single space.
     solver : {"auto", "primal", "kernel"}, default="auto"
         ``GroupRidgeCV`` or ``MultipleKernelRidgeCV`` (same model); "auto" takes the kernel
-        form when the spaces have more features in all than a training part has stimuli.
+        form when the spaces have more features in all than an inner training part has
+        stimuli (where himalaya says the primal form is the slower).
     backend : {"numpy", "torch", "torch_cuda"}, default="numpy"
         himalaya backend, set for this call only.
     shuffle, seed, groups
@@ -304,8 +306,9 @@ def fit_banded_ridge(
     with _himalaya_backend(backend) as himalaya_backend:
         for fold, (train_rows, test_rows) in enumerate(splits):
             chosen = solver
-            if solver == "auto":
-                chosen = "kernel" if n_features > len(train_rows) else "primal"
+            if solver == "auto":  # himalaya's own rule, on the inner training parts
+                n_inner_train = len(train_rows) - -(-len(train_rows) // inner_folds)
+                chosen = "kernel" if n_features > n_inner_train else "primal"
             train, test = [], []
             for features in checked.values():
                 mean = features[train_rows].mean(axis=0)
