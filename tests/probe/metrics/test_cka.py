@@ -117,9 +117,7 @@ def test_bad_input_is_one_clear_value_error():
     rng = np.random.default_rng(7)
     with pytest.raises(ValueError, match="needs repeats"):
         cross_validated_cka([rng.normal(size=(9, 3))], rng.normal(size=(2, 9, 4)))
-    with pytest.raises(
-        ValueError, match=r"linear_cka\(a, b\): the first has 9 stimuli and the second 8"
-    ):
+    with pytest.raises(ValueError, match="a and b: the first has 9 stimuli and the second 8"):
         linear_cka([rng.normal(size=(9, 3))], [rng.normal(size=(8, 3))])
     with pytest.raises(ValueError, match="at least 4"):
         linear_cka([rng.normal(size=(3, 3))], [rng.normal(size=(3, 3))])

@@ -56,7 +56,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -219,21 +219,31 @@ def _choose_route(
     return "gram" if gram_flops <= feature_flops else "features"
 
 
-def _engine(
-    sets: list[np.ndarray],
-    other_widths: list[int],
+def _prepare(
+    a: np.ndarray | Sequence[np.ndarray],
+    b: np.ndarray | Sequence[np.ndarray],
+    *,
+    repeats: bool,
     unbiased: bool,
     route: Route,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> _GramEngine | _FeatureEngine:
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    widths = [item.shape[-1] for item in sets]
-    chosen = _choose_route(route, sets[0].shape[-2], widths, other_widths, itemsize)
-    tensors = [to_tensor(item, device, dtype) for item in sets]
-    if chosen == "gram":
-        return _GramEngine(tensors, unbiased)
-    return _FeatureEngine(tensors, unbiased)
+    device: str | torch.device,
+    dtype: DType,
+) -> tuple[list[np.ndarray], _GramEngine | _FeatureEngine, Callable[[np.ndarray], torch.Tensor]]:
+    """Check both sides; return b's sets, the engine holding a's sets, and b's tensor maker."""
+    sets_a = as_sets(a, name="a", min_stimuli=4)
+    name_b = "b_repeats" if repeats else "b"
+    sets_b = as_sets(b, name=name_b, repeats=repeats, min_stimuli=4)
+    check_same_stimuli(sets_a, sets_b, f"a and {name_b}")
+    torch_device, torch_dtype = resolve_torch(device, dtype)
+    itemsize = torch.empty((), dtype=torch_dtype).element_size()
+    widths_a = [item.shape[-1] for item in sets_a]
+    widths_b = [item.shape[-1] for item in sets_b]
+    chosen = _choose_route(route, sets_a[0].shape[-2], widths_a, widths_b, itemsize)
+    tensors = [to_tensor(item, torch_device, torch_dtype) for item in sets_a]
+    engine = (
+        _GramEngine(tensors, unbiased) if chosen == "gram" else _FeatureEngine(tensors, unbiased)
+    )
+    return sets_b, engine, lambda item: to_tensor(item, torch_device, torch_dtype)
 
 
 def _ratio(numerator: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> np.ndarray:
@@ -283,16 +293,12 @@ def linear_cka(
         Sets with different numbers of stimuli, fewer than 4 stimuli, NaN values, unknown
         route or dtype, CUDA asked for but absent.
     """
-    sets_a = as_sets(a, name="a", min_stimuli=4)
-    sets_b = as_sets(b, name="b", min_stimuli=4)
-    check_same_stimuli(sets_a, sets_b, "linear_cka(a, b)")
-    torch_device, torch_dtype = resolve_torch(device, dtype)
-    engine = _engine(
-        sets_a, [item.shape[-1] for item in sets_b], unbiased, route, torch_device, torch_dtype
+    sets_b, engine, to_device = _prepare(
+        a, b, repeats=False, unbiased=unbiased, route=route, device=device, dtype=dtype
     )
-    result = np.empty((len(sets_a), len(sets_b)))
+    result = np.empty((len(engine.self_terms), len(sets_b)))
     for index, item in enumerate(sets_b):
-        operand = engine.operand(to_tensor(item, torch_device, torch_dtype))
+        operand = engine.operand(to_device(item))
         cross = engine.with_stack(operand)  # (n_a,)
         own = engine.between(operand, operand)
         result[:, index] = _ratio(cross, engine.self_terms, own)
@@ -334,16 +340,12 @@ def cross_validated_cka(
         Brain data without repeats, sets with different numbers of stimuli, as in
         :func:`linear_cka`.
     """
-    sets_a = as_sets(a, name="a", min_stimuli=4)
-    sets_b = as_sets(b_repeats, name="b_repeats", repeats=True, min_stimuli=4)
-    check_same_stimuli(sets_a, sets_b, "cross_validated_cka(a, b_repeats)")
-    torch_device, torch_dtype = resolve_torch(device, dtype)
-    engine = _engine(
-        sets_a, [item.shape[-1] for item in sets_b], True, route, torch_device, torch_dtype
+    sets_b, engine, to_device = _prepare(
+        a, b_repeats, repeats=True, unbiased=True, route=route, device=device, dtype=dtype
     )
-    result = np.empty((len(sets_a), len(sets_b)))
+    result = np.empty((len(engine.self_terms), len(sets_b)))
     for index, item in enumerate(sets_b):
-        repeats = to_tensor(item, torch_device, torch_dtype)  # (R, n, p)
+        repeats = to_device(item)  # (R, n, p)
         mean = engine.operand(repeats.mean(dim=0))
         even = engine.operand(repeats[0::2].mean(dim=0))
         odd = engine.operand(repeats[1::2].mean(dim=0))
