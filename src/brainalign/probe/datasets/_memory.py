@@ -82,13 +82,12 @@ class TrialAccumulator:
         if self.counts.min(initial=1) < 1:
             raise ValueError("every stimulus needs at least one trial to average")
         self.sums = np.zeros((self.counts.size, n_targets), dtype=np.float32)  # (n, T)
-        self.repeats = (
-            None
-            if n_repeats is None
-            else np.full(
-                (n_repeats, self.counts.size, n_targets), np.nan, REPEATS_DTYPES[repeats_dtype]
-            )
-        )  # (R, n, T)
+        self.repeats = None
+        if n_repeats is not None:
+            shape = (n_repeats, self.counts.size, n_targets)
+            self.repeats = np.empty(shape, REPEATS_DTYPES[repeats_dtype])  # (R, n, T)
+            for rank in range(n_repeats):  # only the slots no trial will fill: one pass less
+                self.repeats[rank, self.counts <= rank] = np.nan
 
     def add(self, values: np.ndarray, rows: np.ndarray, ranks: np.ndarray, where: str) -> None:
         """Add a block of trials.
