@@ -39,8 +39,8 @@ then grows by the same factor from the miniature to the subject, so:
   from a cold disk adds ``bytes_full / --disk-mb-per-s``.
 
 Other shapes (``--sessions 2 --trials 750 --vertices 40000``, the former default) are
-extrapolated the same way, less exactly: a session block that is large beside the per-image
-arrays carries its reading temporaries up with it.
+extrapolated the same way; the estimate's parts (per-image arrays, one session, one read) then
+grow by different factors, and only the measured / estimated ratio is carried over.
 """
 
 from __future__ import annotations
