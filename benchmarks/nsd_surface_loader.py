@@ -2,8 +2,9 @@
 
 Run::
 
-    .venv/bin/python benchmarks/nsd_surface_loader.py --sessions 2 --vertices 40000 \
-        --trials 750 [--images N] [--keep-repeats true|false] [--rois nsdgeneral]
+    .venv/bin/python benchmarks/nsd_surface_loader.py [--keep-repeats true|false] \
+        [--repeats-dtype float32|float16] [--rois wholebrain|nsdgeneral|prf-visualrois] \
+        [--sessions 40 --trials 75 --vertices 20000 --images N]
 
 A miniature NSD tree is written in a temporary folder with the real writers, in the layout
 ``load_nsd`` reads (``betas=fithrf_GLMdenoise_RR``, ``space=fsaverage``, subject 1):
@@ -23,16 +24,23 @@ timed once (modules imported beforehand; the files were just written, so they ar
 the page cache, not the disk), while a thread samples the resident set size from
 ``/proc/self/statm`` every millisecond (``ResidentMemorySampler`` of ``ridge_vs_sklearn.py``).
 
-Scaling to one full subject (40 sessions x 750 trials x 327,684 fsaverage vertices float32,
-10,000 images x 3 repeats; the same fraction of vertices selected):
+The default miniature is one full subject scaled down (40 sessions x 750 trials x 327,684
+fsaverage vertices float32, 10,000 images x 3 repeats) with its proportions kept: 40 sessions,
+3 repeats per image and images / trials per session = 10,000 / 750 (1,000 images, 75 trials),
+20,000 vertices per hemisphere. Every array the loader holds (means, repeats, one session)
+then grows by the same factor from the miniature to the subject, so:
 
+- memory: ``peak_full = peak_mini x estimate_full / estimate_mini``, with the loader's own
+  estimate (``estimate_nsd_peak``; peak = resident size above the one just before the call).
+  The measured / estimated ratio on the miniature is printed: it checks the estimate that
+  ``load_nsd`` compares with the available memory before reading;
 - time scales with the bytes of beta files read (the loader reads every vertex of every
   session, whatever the ROI selection): ``t_full = t_mini x bytes_full / bytes_mini``; reading
-  from a cold disk adds ``bytes_full / --disk-mb-per-s``;
-- memory scales with the arrays the loader keeps: ``repeats`` (k, images, targets) and their
-  mean, or with ``keep_repeats=false`` the running sums and the mean, plus one session's
-  (trials, targets) block, all float32: ``peak_full = peak_mini x kept_full / kept_mini``
-  (peak = resident size above the one just before the call).
+  from a cold disk adds ``bytes_full / --disk-mb-per-s``.
+
+Other shapes (``--sessions 2 --trials 750 --vertices 40000``, the former default) are
+extrapolated the same way; the estimate's parts (per-image arrays, one session, one read) then
+grow by different factors, and only the measured / estimated ratio is carried over.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -50,7 +59,7 @@ import pandas as pd
 from scipy.io import savemat
 
 sys.path.insert(0, str(Path(__file__).parent))
-from brainalign.probe.datasets.nsd import NSD_SESSIONS
+from brainalign.probe.datasets.nsd import NSD_SESSIONS, NSDOptions, estimate_nsd_peak
 from brainalign.probe.formats import load_brain
 from ridge_vs_sklearn import ResidentMemorySampler
 
@@ -164,34 +173,20 @@ def write_betas(
     return len(HEMIS) * sessions * n_vertices * n_trials * FLOAT32
 
 
-def kept_bytes(
-    n_images: int, n_targets: int, trials_per_session: int, repeats_kept: int | None
-) -> int:
-    """Bytes of the float32 arrays the loader holds at its peak.
-
-    ``repeats`` (k, images, targets) and their mean (images, targets), or the sums and the
-    mean, plus one session's values (trials_per_session, targets).
-    """
-    per_image_array = n_images * n_targets * FLOAT32
-    session = trials_per_session * n_targets * FLOAT32
-    if repeats_kept is not None:
-        return (repeats_kept + 1) * per_image_array + session
-    return 2 * per_image_array + session
-
-
 def tree_bytes(root: Path) -> int:
     return sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sessions", type=int, default=2)
-    parser.add_argument("--vertices", type=int, default=40_000, help="per hemisphere")
-    parser.add_argument("--trials", type=int, default=750, help="trials per session")
+    parser.add_argument("--sessions", type=int, default=FULL_SESSIONS)
+    parser.add_argument("--vertices", type=int, default=20_000, help="per hemisphere")
+    parser.add_argument("--trials", type=int, default=75, help="trials per session")
     parser.add_argument(
         "--images", type=int, default=None, help="distinct images; default sessions*trials/3"
     )
     parser.add_argument("--keep-repeats", type=parse_bool, default=True, metavar="true|false")
+    parser.add_argument("--repeats-dtype", choices=["float32", "float16"], default="float32")
     parser.add_argument(
         "--rois",
         default="wholebrain",
@@ -224,7 +219,7 @@ def main() -> None:
         spec = (
             f"nsd:{root}?subject=1&trials_per_session={args.trials}"
             f"&keep_repeats={str(args.keep_repeats).lower()}&rois={args.rois}"
-            f"&chunk_trials={args.chunk_trials}"
+            f"&chunk_trials={args.chunk_trials}&repeats_dtype={args.repeats_dtype}"
         )
         with ResidentMemorySampler() as memory:
             start = time.perf_counter()
@@ -234,16 +229,40 @@ def main() -> None:
 
     n_targets = brain.data.shape[1]
     repeats_kept = None if brain.repeats is None else int(brain.repeats.shape[0])
-    kept_mini = kept_bytes(brain.data.shape[0], n_targets, args.trials, repeats_kept)
+    options = NSDOptions(
+        trials_per_session=args.trials,
+        chunk_trials=args.chunk_trials,
+        repeats_dtype=args.repeats_dtype,
+    )
+    estimate_mini = estimate_nsd_peak(
+        brain.data.shape[0],
+        n_targets,
+        options,
+        n_repeats=repeats_kept,
+        trial_bytes=args.vertices * FLOAT32,
+    )
     vertex_fraction = n_targets / (len(HEMIS) * args.vertices)
     full_targets = round(vertex_fraction * len(HEMIS) * FULL_VERTICES_PER_HEMI)
-    full_repeats = FULL_REPEATS if args.keep_repeats else None
-    kept_full = kept_bytes(FULL_IMAGES, full_targets, FULL_TRIALS, full_repeats)
+    estimate_full = estimate_nsd_peak(
+        FULL_IMAGES,
+        full_targets,
+        replace(options, trials_per_session=FULL_TRIALS),
+        n_repeats=FULL_REPEATS if repeats_kept else None,
+        trial_bytes=FULL_VERTICES_PER_HEMI * FLOAT32,
+    )
+    proportional = (
+        args.sessions == FULL_SESSIONS
+        and n_trials_total == FULL_REPEATS * n_images
+        and args.trials * FULL_IMAGES == n_images * FULL_TRIALS
+    )
     full_beta_bytes = len(HEMIS) * FULL_SESSIONS * FULL_VERTICES_PER_HEMI * FULL_TRIALS * FLOAT32
     time_factor = full_beta_bytes / beta_bytes
     full_time = load * time_factor
-    full_peak = extra * kept_full / kept_mini
+    full_peak = extra * estimate_full.total / estimate_mini.total
     disk_time = full_beta_bytes / (args.disk_mb_per_s * 1e6)
+    repeats_text = (
+        f"kept, {repeats_kept} per image, {brain.repeats.dtype}" if repeats_kept else "not kept"
+    )
 
     print(
         f"miniature: {args.sessions} sessions x {args.trials} trials x {args.vertices} vertices "
@@ -254,15 +273,19 @@ def main() -> None:
         "(page cache warm: just written)"
     )
     print(
+        f"  proportions of a full subject (40 sessions, 3 repeats, images / trials per session ="
+        f" {FULL_IMAGES / FULL_TRIALS:.2f}): {'yes' if proportional else 'no'}"
+    )
+    print(
         f"  loaded: {brain.data.shape[0]} images x {n_targets} targets "
-        f"(rois={args.rois}, {vertex_fraction:.1%} of vertices), repeats "
-        f"{'kept, ' + str(repeats_kept) + ' per image' if repeats_kept else 'not kept'}"
+        f"(rois={args.rois}, {vertex_fraction:.1%} of vertices), repeats {repeats_text}"
     )
     print(f"  load time: {load:.2f} s  ({beta_bytes / load / 1e6:.0f} MB/s of betas)")
     print(
         f"  peak memory: {extra / 1e9:.3f} GB above the pre-load RSS of "
-        f"{memory.baseline / 1e9:.2f} GB (sampled every 1 ms); arrays kept "
-        f"{kept_mini / 1e9:.3f} GB, peak / kept = {extra / kept_mini:.2f}"
+        f"{memory.baseline / 1e9:.2f} GB (sampled every 1 ms); loader's estimate "
+        f"{estimate_mini.total / 1e9:.3f} GB, measured / estimate = "
+        f"{extra / estimate_mini.total:.2f}"
     )
     print(
         f"full subject ({FULL_SESSIONS} sessions x {FULL_TRIALS} trials x "
@@ -276,8 +299,9 @@ def main() -> None:
         f"page cache; + {disk_time:.0f} s to read from disk at {args.disk_mb_per_s:.0f} MB/s"
     )
     print(
-        f"  memory scales with the arrays kept: {extra / 1e9:.3f} GB x {kept_full / 1e9:.1f} / "
-        f"{kept_mini / 1e9:.3f} GB = {full_peak / 1e9:.1f} GB peak"
+        f"  memory scales with the loader's estimate: {extra / 1e9:.3f} GB x "
+        f"{estimate_full.total / 1e9:.2f} / {estimate_mini.total / 1e9:.3f} GB = "
+        f"{full_peak / 1e9:.1f} GB peak; estimate {estimate_full.describe()}"
     )
 
 

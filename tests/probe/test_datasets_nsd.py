@@ -3,6 +3,7 @@ h5py, nibabel): planted values, 1-based design vs 0-based nsdId, /300, axis orde
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -98,16 +99,28 @@ def build_common(root: Path, *, csv_trial_offset: int = 0) -> None:
         handle.create_dataset("imgBrick", data=brick)
 
 
-def build_surface(root: Path, *, sessions=(1, 2), with_white: bool = True) -> None:
+def build_surface(
+    root: Path, *, sessions=(1, 2), with_white: bool = True, random_scale: float | None = None
+) -> dict[str, np.ndarray]:
+    """Surface betas: :func:`surface_beta`, or with ``random_scale`` float32 normal noise of
+    that scale; returns the betas written, per hemisphere (n_vertices, all trials)."""
     betas = root / "nsddata_betas" / "ppdata" / "subj01" / "fsaverage"
     betas = betas / "betas_fithrf_GLMdenoise_RR"
     fsaverage = root / "nsddata" / "freesurfer" / "fsaverage"
+    rng = np.random.default_rng(7)
+    written = {}
     for hemi, n in VERTICES.items():
+        written[hemi] = np.full((n, len(MASTER)), np.nan, dtype=np.float32)
         for session in sessions:
             frames = np.zeros((n, 1, 1, TRIALS), dtype=np.float32)
             for local in range(TRIALS):
                 trial = (session - 1) * TRIALS + local
-                frames[:, 0, 0, local] = [surface_beta(hemi, trial, v) for v in range(n)]
+                frames[:, 0, 0, local] = (
+                    [surface_beta(hemi, trial, v) for v in range(n)]
+                    if random_scale is None
+                    else random_scale * rng.standard_normal(n, dtype=np.float32)
+                )
+                written[hemi][:, trial] = frames[:, 0, 0, local]
             write_mgh(betas / f"{hemi}.betas_session{session:02d}.mgh", frames)
         ncsnr = (0.1 * (np.arange(n) + 1)).astype(np.float32).reshape(n, 1, 1)
         write_mgh(betas / f"{hemi}.ncsnr.mgh", ncsnr)
@@ -130,6 +143,7 @@ def build_surface(root: Path, *, sessions=(1, 2), with_white: bool = True) -> No
             )
     ctab = "\n".join(f"{value} {name}" for value, name in PRF_NAMES.items()) + "\n"
     (fsaverage / "label" / "prf-visualrois.mgz.ctab").write_text(ctab)
+    return written
 
 
 def build_volume(root: Path, *, sessions=(1, 2)) -> np.ndarray:
@@ -422,3 +436,257 @@ def test_roi_properties_are_merged(surface_root, tmp_path_factory):
     brain, _ = load_brain(spec(surface_root, f"rois=prf-visualrois&roi_properties={table}"))
     properties = brain.rois.set_index("roi")["expansion"]
     assert properties["hV4"] == 3.5 and properties["V1v"] == 1.0 and np.isnan(properties["V1d"])
+
+
+# ---------------------------------------------------------------------- memory
+def former_grouped_means(trials: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """The loader's former averaging, on all trials at once: float32 sums, vectorised over
+    the trials of each repeat rank, divided by the counts.
+
+    trials : (n_trials, n_targets) float32; images : (n_trials,) -> (n_images, n_targets)
+    """
+    unique, rows, counts = np.unique(images, return_inverse=True, return_counts=True)
+    ranks = np.array([np.sum(images[:t] == image) for t, image in enumerate(images)])
+    sums = np.zeros((unique.size, trials.shape[1]), dtype=np.float32)
+    for rank in np.unique(ranks):
+        selected = ranks == rank
+        sums[rows[selected]] += trials[selected]
+    return sums / counts[:, None].astype(np.float32)
+
+
+def test_running_sums_equal_the_former_method_with_unequal_repeats(tmp_path):
+    """1 to 3 repeats per image over 3 sessions, random float32 betas: the same float32 means
+    as the former method and as the mean of each image's stacked trials, bit for bit."""
+    build_common(tmp_path)
+    written = build_surface(tmp_path, sessions=(1, 2, 3), random_scale=3.0)
+    brain, _ = load_brain(spec(tmp_path, "rois=prf-visualrois&sessions=1-3"))
+    counts = [len(trials_of(int(i[3:]), sessions=(1, 2, 3))) for i in brain.stimulus_ids]
+    assert sorted(set(counts)) == [1, 2, 3] and brain.repeats is None
+    hemis, vertices = brain.targets["hemi"].to_numpy(), brain.targets["vertex"].to_numpy()
+    all_trials = np.stack(
+        [[written[h][v, t] for h, v in zip(hemis, vertices)] for t in range(len(MASTER))]
+    )  # (18 trials, n_targets) float32
+    images = np.array([image_of_trial(t) for t in range(len(MASTER))])
+    np.testing.assert_array_equal(brain.data, former_grouped_means(all_trials, images))
+    for row, stimulus_id in enumerate(brain.stimulus_ids):
+        stacked = all_trials[images == int(stimulus_id[3:])]  # (k, n_targets), trial order
+        np.testing.assert_array_equal(brain.data[row], stacked.mean(axis=0))
+        reference = stacked.astype(np.float64).mean(axis=0)
+        np.testing.assert_allclose(brain.data[row], reference, rtol=1e-6, atol=1e-6)
+
+
+def test_kept_repeats_in_order_and_means_equal_their_mean(tmp_path):
+    build_common(tmp_path)
+    written = build_surface(tmp_path, sessions=(1, 2, 3), random_scale=3.0)
+    brain, _ = load_brain(spec(tmp_path, "rois=nsdgeneral&sessions=1-3&min_repeats=3"))
+    assert brain.stimulus_ids == ["nsd00002", "nsd00010"] and brain.repeats.dtype == np.float32
+    for row, stimulus_id in enumerate(brain.stimulus_ids):
+        for rank, trial in enumerate(trials_of(int(stimulus_id[3:]), sessions=(1, 2, 3))):
+            expected = [
+                written[h][v, trial] for h, v in zip(brain.targets["hemi"], brain.targets["vertex"])
+            ]
+            np.testing.assert_array_equal(brain.repeats[rank, row], expected)
+    np.testing.assert_array_equal(brain.data, brain.repeats.mean(axis=0))
+
+
+def test_float16_repeats_are_float32_repeats_rounded(tmp_path):
+    build_common(tmp_path)
+    build_surface(tmp_path, sessions=(1, 2, 3), random_scale=3.0)
+    query = "rois=nsdgeneral&sessions=1-3&min_repeats=3"
+    full, _ = load_brain(spec(tmp_path, query))
+    half, _ = load_brain(spec(tmp_path, query + "&repeats_dtype=float16"))
+    assert half.repeats.dtype == np.float16 and half.repeats.nbytes * 2 == full.repeats.nbytes
+    np.testing.assert_array_equal(half.repeats, full.repeats.astype(np.float16))
+    relative = np.abs(half.repeats.astype(np.float32) - full.repeats) / np.abs(full.repeats)
+    assert relative.max() <= 2.0**-11  # float16 rounding: half a unit in the last place
+    assert relative.max() > 0  # the values did not happen to be float16 already
+    np.testing.assert_array_equal(half.data, full.data)  # means are summed before rounding
+    kept = half.select_stimuli(["nsd00010"])
+    assert kept.repeats.dtype == np.float16  # BrainData keeps float16 through selection
+
+
+def test_float16_repeats_refuse_values_beyond_its_range(tmp_path):
+    build_common(tmp_path)
+    build_surface(tmp_path, sessions=(1, 2, 3), random_scale=1e5)
+    query = "rois=nsdgeneral&sessions=1-3&min_repeats=3"
+    with pytest.raises(ValueError, match=r"session 1: a value of .* beyond float16.*float32$"):
+        load_brain(spec(tmp_path, query + "&repeats_dtype=float16"))
+    with pytest.raises(ValueError, match=r"repeats_dtype.*'float16'"):
+        load_brain(spec(tmp_path, query + "&repeats_dtype=float64"))
+
+
+def test_estimate_from_the_design(surface_root):
+    from brainalign.probe.datasets.nsd import estimate_nsd_peak
+
+    options = NSDOptions(trials_per_session=TRIALS, chunk_trials=4, repeats_dtype="float16")
+    estimate = estimate_nsd_peak(2, 8, options, n_repeats=3, trial_bytes=11 * 4)
+    means, repeats, session, read = (size for _, size in estimate.parts)
+    assert (means, repeats, session) == (2 * 8 * 4, 3 * 2 * 8 * 2, TRIALS * 8 * 4)
+    assert read == 4 * (11 * 4 + 8 * 4)  # a chunk as stored and its float32 selection
+    zscored = estimate_nsd_peak(
+        2, 8, replace(options, zscore_sessions=True), n_repeats=None, trial_bytes=11 * 4
+    )
+    assert zscored.parts[1][1] == 0 and zscored.parts[3] == ("z-scoring", 24 * TRIALS * 8)
+    assert zscored.total == 2 * 8 * 4 + TRIALS * 8 * 4 + 24 * TRIALS * 8
+
+
+def test_refuses_before_reading_when_the_estimate_exceeds_available_memory(
+    surface_root, monkeypatch
+):
+    from brainalign.probe.datasets._memory import format_bytes
+    from brainalign.probe.datasets.nsd import estimate_nsd_peak
+
+    query = "rois=nsdgeneral&min_repeats=3"
+    # nsdgeneral: 4 + 4 vertices; 2 images with 3 repeats; 11 vertices in rh, the larger file
+    needed = estimate_nsd_peak(
+        2, 8, NSDOptions(trials_per_session=TRIALS), n_repeats=3, trial_bytes=11 * 4
+    ).total
+    reads = []
+    real_read = nsd_module._read_session
+    monkeypatch.setattr(
+        nsd_module, "_read_session", lambda *a, **k: reads.append(1) or real_read(*a, **k)
+    )
+    monkeypatch.setattr(nsd_module, "available_memory", lambda: needed - 1)
+    with pytest.raises(MemoryError) as refused:
+        load_brain(spec(surface_root, query))
+    message = str(refused.value)
+    assert isinstance(refused.value, ValueError) and "\n" not in message and not reads
+    assert message.startswith(
+        f"NSD subj01: loading needs about {format_bytes(needed)} (means 2 x 8 float32 64 B + "
+        "repeats 3 x 2 x 8 float32 192 B + one session 6 x 8 float32 192 B + reading"
+    )
+    assert f"but {format_bytes(needed - 1)} is available" in message
+    for option in ("rois=nsdgeneral", "keep_repeats=false (", "repeats_dtype=float16 (",
+                   "fewer sessions (now 2)", "memory_check=false"):  # fmt: skip
+        assert option in message
+    brain, _ = load_brain(spec(surface_root, query + "&memory_check=false"))
+    assert brain.repeats.shape == (3, 2, 8) and reads
+    monkeypatch.setattr(nsd_module, "available_memory", lambda: needed)
+    assert load_brain(spec(surface_root, query))[0].repeats.shape == (3, 2, 8)
+    monkeypatch.setattr(nsd_module, "available_memory", lambda: None)  # unknown: no check
+    assert load_brain(spec(surface_root, query))[0].repeats.shape == (3, 2, 8)
+
+
+def test_accumulator_leaves_nan_where_an_image_has_fewer_repeats():
+    from brainalign.probe.datasets._memory import TrialAccumulator
+
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((7, 4), dtype=np.float32)  # 7 trials, 4 targets
+    rows = np.array([1, 0, -1, 1, 2, 1, 0])  # image 0: 2 trials, 1: 3, 2: 1; trial 2 skipped
+    ranks = np.array([0, 0, 0, 1, 0, 2, 1])
+    accumulator = TrialAccumulator(np.array([2, 3, 1]), 4, n_repeats=2)
+    accumulator.add(values[:4], rows[:4], ranks[:4], "block 1")
+    accumulator.add(values[4:], rows[4:], ranks[4:], "block 2")
+    means, repeats = accumulator.finish()
+    for image in range(3):
+        trials = np.flatnonzero(rows == image)
+        np.testing.assert_array_equal(means[image], values[trials].mean(axis=0))
+        for rank in range(2):
+            expected = values[trials[rank]] if rank < trials.size else np.full(4, np.nan)
+            np.testing.assert_array_equal(repeats[rank, image], expected)
+
+
+def write_meminfo(root: Path, available_kb: int) -> None:
+    (root / "proc" / "self").mkdir(parents=True, exist_ok=True)
+    (root / "proc" / "meminfo").write_text(
+        f"MemTotal:       99999999 kB\nMemAvailable:   {available_kb} kB\n"
+    )
+
+
+def test_available_memory_takes_the_smaller_of_meminfo_and_cgroup_headroom(tmp_path):
+    from brainalign.probe.datasets._memory import available_memory
+
+    assert available_memory(tmp_path) is None  # not Linux: unknown, the check is skipped
+    write_meminfo(tmp_path, 8_000_000)
+    assert available_memory(tmp_path) == 8_000_000 * 1024  # no cgroup file
+    # cgroup v2: the job's limit sits on the parent; inactive page cache is reclaimable
+    (tmp_path / "proc" / "self" / "cgroup").write_text("0::/job/step\n")
+    base = tmp_path / "sys" / "fs" / "cgroup"
+    (base / "job" / "step").mkdir(parents=True)
+    (base / "job" / "step" / "memory.max").write_text("max\n")
+    (base / "job" / "step" / "memory.current").write_text("100\n")
+    assert available_memory(tmp_path) == 8_000_000 * 1024  # "max": no limit
+    (base / "job" / "memory.max").write_text(f"{4 * 2**30}\n")
+    (base / "job" / "memory.current").write_text(f"{3 * 2**30}\n")
+    (base / "job" / "memory.stat").write_text(f"anon 5\ninactive_file {2**29}\nactive_file 9\n")
+    assert available_memory(tmp_path) == 2**30 + 2**29
+    # cgroup v1: hierarchical_memory_limit is the effective limit
+    (tmp_path / "proc" / "self" / "cgroup").write_text("4:memory:/slurm/job1\n3:cpu:/x\n")
+    v1 = base / "memory" / "slurm" / "job1"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    (v1 / "memory.usage_in_bytes").write_text(f"{2**30}\n")
+    (v1 / "memory.stat").write_text(f"hierarchical_memory_limit {2**31}\ntotal_inactive_file 7\n")
+    assert available_memory(tmp_path) == 2**31 - 2**30 + 7
+
+
+def build_scaled_subject(
+    root: Path, sessions: int, trials: int, n_images: int, n_vertices: int
+) -> None:
+    """A miniature whose arrays are large beside the fixed costs: 3 repeats per image,
+    random betas, every vertex in ``nsdgeneral``, no stimulus-table repeat columns."""
+    rng = np.random.default_rng(0)
+    experiments = root / "nsddata" / "experiments" / "nsd"
+    experiments.mkdir(parents=True)
+    master = rng.permutation(np.tile(np.arange(1, n_images + 1), 3))  # (3 n_images,), 1-based
+    assert master.size == sessions * trials
+    subjectim = np.tile(np.arange(1, n_images + 1), (8, 1))
+    savemat(
+        experiments / "nsd_expdesign.mat",
+        {"masterordering": master[None].astype(float), "subjectim": subjectim.astype(float)},
+    )
+    table = pd.DataFrame({"nsdId": np.arange(n_images), "shared1000": False})
+    table.to_csv(experiments / "nsd_stim_info_merged.csv")
+    stimuli = root / "nsddata_stimuli" / "stimuli" / "nsd"
+    stimuli.mkdir(parents=True)
+    with h5py.File(stimuli / "nsd_stimuli.hdf5", "w") as handle:
+        handle.create_dataset("imgBrick", data=np.zeros((n_images, 2, 2, 3), dtype=np.uint8))
+    fsaverage = root / "nsddata" / "freesurfer" / "fsaverage"
+    betas = root / "nsddata_betas/ppdata/subj01/fsaverage/betas_fithrf_GLMdenoise_RR"
+    for hemi in ("lh", "rh"):
+        write_mgh(
+            fsaverage / "label" / f"{hemi}.nsdgeneral.mgz", np.ones((n_vertices, 1, 1), np.int32)
+        )
+        (fsaverage / "surf").mkdir(parents=True, exist_ok=True)
+        nib.freesurfer.write_geometry(
+            str(fsaverage / "surf" / f"{hemi}.white"),
+            rng.uniform(-70, 70, (n_vertices, 3)),
+            np.array([[0, 1, 2]], dtype=np.int32),
+        )
+        for session in range(1, sessions + 1):
+            frames = rng.standard_normal((n_vertices, 1, 1, trials), dtype=np.float32)
+            write_mgh(betas / f"{hemi}.betas_session{session:02d}.mgh", frames)
+        write_mgh(betas / f"{hemi}.ncsnr.mgh", np.ones((n_vertices, 1, 1), dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    "query, n_repeats",
+    [("", 3), ("&repeats_dtype=float16", 3), ("&keep_repeats=false", None)],
+)
+def test_estimate_is_within_20_percent_of_the_measured_peak(tmp_path, query, n_repeats):
+    """tracemalloc (numpy reports its buffers to it) on a miniature whose arrays dominate:
+    4 sessions x 60 trials, 80 images x 3 repeats, 2 x 4,000 vertices (about 15 MB)."""
+    import tracemalloc
+
+    from brainalign.probe.datasets.nsd import estimate_nsd_peak
+
+    build_scaled_subject(tmp_path, sessions=4, trials=60, n_images=80, n_vertices=4000)
+    text = f"nsd:{tmp_path}?subject=1&trials_per_session=60{query}"
+    tracemalloc.start()
+    try:
+        brain, _ = load_brain(text)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert brain.data.shape == (80, 8000)
+    repeats_dtype = "float16" if "float16" in query else "float32"
+    estimate = estimate_nsd_peak(
+        80,
+        8000,
+        NSDOptions(trials_per_session=60, repeats_dtype=repeats_dtype),
+        n_repeats=n_repeats,
+        trial_bytes=4000 * 4,
+    )
+    # measured 0.84 (no repeats) to 0.93 of the estimate: reading every vertex copies no
+    # selection, which the estimate allows for
+    assert 0.8 <= peak / estimate.total <= 1.2, (peak, estimate.describe())

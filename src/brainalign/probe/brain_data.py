@@ -49,7 +49,8 @@ class BrainData:
         fMRI default: centroids of the targets (NaN coordinates when targets have none).
         MEG default: an empty table.
     repeats : ndarray of shape (n_repeats, *data.shape), optional
-        Single-repeat responses, for noise ceilings.
+        Single-repeat responses, for noise ceilings; converted to float32 unless float16
+        (kept as float16: half the memory, for large surface data).
     noise_ceiling : ndarray of shape data.shape[1:], optional
         One value per target (per channel and time for MEG).
     info : mne.Info, optional
@@ -153,7 +154,9 @@ class BrainData:
 
     def _check_optional_arrays(self) -> None:
         if self.repeats is not None:
-            self.repeats = np.ascontiguousarray(self.repeats, dtype=np.float32)
+            is_half = getattr(self.repeats, "dtype", None) == np.float16
+            dtype = np.float16 if is_half else np.float32
+            self.repeats = np.ascontiguousarray(self.repeats, dtype=dtype)
             if self.repeats.shape[1:] != self.data.shape:
                 raise ValueError(
                     f"{self._name}: repeats must have shape (n_repeats, *{self.data.shape}); "

@@ -38,12 +38,18 @@ Choices made here (all options):
   bilateral ROI's centroid is not pulled onto the midline. ``split_hemis=true`` names ROIs
   ``lh.V1``/``rh.V1`` and keeps x as it is.
 
-Memory: the result holds ``n_images x n_targets`` float32 (x 3 more with repeats); sessions are
-read ``chunk_trials`` trials at a time, so reading adds about one chunk of a whole session file.
+Memory: the result holds ``n_images x n_targets`` float32 means, plus ``k x n_images x
+n_targets`` repeats in float32 or (``repeats_dtype=float16``) float16. Both are preallocated and
+filled as each session is read (running sums for the means), so the peak is the result plus one
+session's ``(trials_per_session, n_targets)`` float32 block and one read of ``chunk_trials``
+trials (seven session blocks with ``zscore_sessions``). :func:`estimate_nsd_peak` computes it
+from the design before any beta is read, and the load is refused with the estimate and the
+options that lower it when it exceeds the memory available (``memory_check=false`` skips that).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +68,14 @@ from brainalign.probe.datasets._common import (
     roi_centroids,
     zscore_columns,
 )
+from brainalign.probe.datasets._memory import (
+    REPEATS_DTYPES,
+    MemoryEstimate,
+    TrialAccumulator,
+    available_memory,
+    check_memory,
+    format_bytes,
+)
 from brainalign.probe.stimuli import StimulusSet
 
 __all__ = [
@@ -69,6 +83,7 @@ __all__ = [
     "NSD_TRIALS_PER_SESSION",
     "NSDOptions",
     "NSDPaths",
+    "estimate_nsd_peak",
     "load_nsd",
     "nsd_stimulus_id",
     "nsd_trial_images",
@@ -115,6 +130,12 @@ class NSDOptions:
         Drop images shown fewer times in the selected sessions.
     keep_repeats : bool
         Keep single trials (for split-half noise ceilings) when counts are equal.
+    repeats_dtype : {"float32", "float16"}
+        Storage of the kept single trials; float16 halves their memory (relative rounding
+        2**-11; values beyond +-65504 are refused). The means are float32 either way.
+    memory_check : bool
+        Refuse, before reading any beta, a load whose estimated peak
+        (:func:`estimate_nsd_peak`) exceeds the memory available; false loads anyway.
     zscore_sessions : bool
         Z-score each target across the trials of each session before averaging.
     trials_per_session : int
@@ -142,6 +163,8 @@ class NSDOptions:
     split_hemis: bool = False
     min_repeats: int = 1
     keep_repeats: bool = True
+    repeats_dtype: Literal["float32", "float16"] = "float32"
+    memory_check: bool = True
     zscore_sessions: bool = False
     trials_per_session: int = NSD_TRIALS_PER_SESSION
     roi_dir: Path | None = None
@@ -162,6 +185,10 @@ class NSDOptions:
                 raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
         if self.sessions is not None and min(self.sessions) < 1:
             raise ValueError(f"sessions are 1-based; got {self.sessions}")
+        if self.repeats_dtype not in REPEATS_DTYPES:
+            raise ValueError(
+                f"repeats_dtype must be one of {sorted(REPEATS_DTYPES)}; got {self.repeats_dtype!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -500,24 +527,35 @@ def _volume_targets(paths: NSDPaths, options: NSDOptions, grid_shape: tuple[int,
 
 
 # ---------------------------------------------------------------------- betas
-def _session_trial_count(path: Path, space: str) -> tuple[int, tuple[int, ...]]:
-    """(n_trials, spatial shape) from a beta file's header, without reading the data."""
+@dataclass(frozen=True)
+class _BetaFileShape:
+    """What a beta file's header says, read without the data."""
+
+    n_trials: int
+    grid: tuple[int, ...]  # (n_vertices,) or the NIfTI-order (X, Y, Z) voxel grid
+    itemsize: int  # bytes per stored value
+
+
+def _session_trial_count(path: Path, space: str) -> _BetaFileShape:
+    """Trials, spatial shape and value size from a beta file's header."""
     if space == "fsaverage":
         import nibabel
 
-        shape = tuple(int(n) for n in nibabel.load(str(path)).shape)
+        image = nibabel.load(str(path))
+        shape = tuple(int(n) for n in image.shape)
         if len(shape) != 4 or shape[1:3] != (1, 1):
             raise ValueError(f"{path} has shape {shape}; expected (n_vertices, 1, 1, n_trials)")
-        return shape[3], (shape[0],)
+        return _BetaFileShape(shape[3], (shape[0],), image.get_data_dtype().itemsize)
     import h5py
 
     with h5py.File(path, "r") as handle:
         if "betas" not in handle:
             raise ValueError(f"{path} has no dataset 'betas'; keys: {list(handle)}")
         shape = tuple(int(n) for n in handle["betas"].shape)
+        itemsize = handle["betas"].dtype.itemsize
     if len(shape) != 4:
         raise ValueError(f"{path}['betas'] has shape {shape}; expected (trials, Z, Y, X)")
-    return shape[0], shape[1:][::-1]  # NIfTI order (X, Y, Z)
+    return _BetaFileShape(shape[0], shape[1:][::-1], itemsize)  # NIfTI order (X, Y, Z)
 
 
 def _read_session(
@@ -556,7 +594,9 @@ def _read_session(
         for start in chunks:
             stop = min(start + options.chunk_trials, n_trials)
             block = dataset[start:stop]  # (chunk, Z, Y, X)
-            values[start:stop] = block[:, k, j, i] / scale  # (chunk, n_targets)
+            values[start:stop] = block[:, k, j, i]  # (chunk, n_targets), as float32
+    if scale != 1.0:
+        values /= np.float32(scale)  # exact operands: the same float32 as dividing in float64
     return values
 
 
@@ -592,6 +632,139 @@ def _read_ncsnr(paths: NSDPaths, options: NSDOptions, targets: _Targets) -> np.n
     if any(size <= index for size, index in zip(volume.shape, expected)):
         raise ValueError(f"{files[0]} has shape {volume.shape}, too small for the ROI voxels")
     return volume[table["voxel_i"], table["voxel_j"], table["voxel_k"]]
+
+
+# ---------------------------------------------------------------------- memory
+FLOAT32_BYTES = 4
+ZSCORE_BYTES_PER_VALUE = 24  # zscore_columns: a float64 copy and two float64 temporaries
+
+
+def estimate_nsd_peak(
+    n_images: int,
+    n_targets: int,
+    options: NSDOptions,
+    *,
+    n_repeats: int | None,
+    trial_bytes: int,
+) -> MemoryEstimate:
+    """Peak memory of :func:`load_nsd`, from the design, before any beta is read.
+
+    At the peak these are alive together: the float32 means and the repeats (both the
+    result), one session's float32 ``(trials_per_session, n_targets)`` block, and the larger
+    of one read (``chunk_trials`` trials of the largest beta file, as stored, and the same
+    trials as float32 when only some targets are selected) and, with ``zscore_sessions``, the
+    z-scoring temporaries (``24 x trials_per_session x n_targets`` bytes). Tables, labels and
+    the noise ceiling (tens of bytes per target) are left out.
+
+    Parameters
+    ----------
+    n_images, n_targets : int
+        Images kept and targets selected by the ROI options.
+    options : NSDOptions
+    n_repeats : int, optional
+        Repeats kept per image (None: not kept).
+    trial_bytes : int
+        Bytes of one trial of the largest beta file (vertices of a hemisphere or voxels of the
+        grid, times the stored value size).
+
+    Returns
+    -------
+    MemoryEstimate
+    """
+    per_image = n_images * n_targets
+    tps = options.trials_per_session
+    repeats_size = np.dtype(REPEATS_DTYPES[options.repeats_dtype]).itemsize
+    read = options.chunk_trials * (trial_bytes + n_targets * FLOAT32_BYTES)
+    zscore = ZSCORE_BYTES_PER_VALUE * tps * n_targets if options.zscore_sessions else 0
+    return MemoryEstimate(
+        (
+            (f"means {n_images} x {n_targets} float32", FLOAT32_BYTES * per_image),
+            (
+                f"repeats {n_repeats} x {n_images} x {n_targets} {options.repeats_dtype}",
+                repeats_size * (n_repeats or 0) * per_image,
+            ),
+            (f"one session {tps} x {n_targets} float32", FLOAT32_BYTES * tps * n_targets),
+            ("z-scoring" if zscore > read else "reading", max(read, zscore)),
+        )
+    )
+
+
+def _check_nsd_memory(
+    paths: NSDPaths,
+    sessions: tuple[int, ...],
+    n_images: int,
+    n_targets: int,
+    n_repeats: int | None,
+    options: NSDOptions,
+    trial_bytes: int,
+) -> None:
+    """Refuse (InsufficientMemoryError, one line) a load that would not fit in memory."""
+
+    def total(**changes: object) -> str:
+        changed = dataclasses.replace(options, **changes)
+        repeats = None if not changed.keep_repeats else n_repeats
+        estimate = estimate_nsd_peak(
+            n_images, n_targets, changed, n_repeats=repeats, trial_bytes=trial_bytes
+        )
+        return format_bytes(estimate.total)
+
+    hints = [f"an ROI selection (rois=nsdgeneral, labels=...; now {n_targets} targets)"]
+    if n_repeats is not None:
+        hints.append(f"keep_repeats=false ({total(keep_repeats=False)})")
+        if options.repeats_dtype != "float16":
+            hints.append(f"repeats_dtype=float16 ({total(repeats_dtype='float16')})")
+    if len(sessions) > 1:
+        hints.append(f"fewer sessions (now {len(sessions)})")
+    check_memory(
+        estimate_nsd_peak(
+            n_images, n_targets, options, n_repeats=n_repeats, trial_bytes=trial_bytes
+        ),
+        where=f"NSD {paths.subject_name}",
+        options="lower it with " + ", ".join(hints) + ", or pass memory_check=false to try anyway",
+        available=available_memory(),
+    )
+
+
+def _read_sessions(
+    paths: NSDPaths,
+    sessions: tuple[int, ...],
+    options: NSDOptions,
+    targets: _Targets,
+    trial_row: np.ndarray,
+    trial_rank: np.ndarray,
+    counts: np.ndarray,
+    n_repeats: int | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read the sessions one by one into the per-image means and repeats.
+
+    Parameters
+    ----------
+    trial_row, trial_rank : ndarray of shape (len(sessions) * trials_per_session,), int
+        Image row of each trial (-1: not kept) and how many earlier trials showed its image.
+    counts : ndarray of shape (n_images,), int
+        Trials per image in these sessions.
+    n_repeats : int, optional
+        Repeats to keep per image.
+
+    Returns
+    -------
+    data : ndarray of shape (n_images, n_targets), float32
+    repeats : ndarray of shape (n_repeats, n_images, n_targets), or None
+    """
+    accumulator = TrialAccumulator(
+        counts, len(targets.table), n_repeats=n_repeats, repeats_dtype=options.repeats_dtype
+    )
+    tps = options.trials_per_session
+    for position, session in enumerate(sessions):
+        values = _read_session(paths, session, options, targets)  # (tps, n_targets)
+        if options.zscore_sessions:
+            values = zscore_columns(values)
+        trials = slice(position * tps, (position + 1) * tps)
+        accumulator.add(
+            values, trial_row[trials], trial_rank[trials], f"NSD betas of session {session}"
+        )
+        del values  # before the next session's block is allocated
+    return accumulator.finish()
 
 
 # ---------------------------------------------------------------------- loader
@@ -669,10 +842,13 @@ def load_nsd(root: str | Path, options: NSDOptions) -> tuple[BrainData, Stimulus
     require_dir(paths.betas_dir, f"NSD betas folder of {paths.subject_name}")
     sessions = _choose_sessions(paths, options)
 
-    grid_shape: tuple[int, ...] = ()
+    header = _BetaFileShape(0, (), 4)
+    trial_bytes = 0  # bytes of one trial in the largest beta file (hemisphere or volume)
     for session in sessions:
         for path in paths.session_files(session, options.hemis):
-            n_trials, grid_shape = _session_trial_count(path, options.space)
+            header = _session_trial_count(path, options.space)
+            trial_bytes = max(trial_bytes, int(np.prod(header.grid)) * header.itemsize)
+            n_trials = header.n_trials
             if n_trials != options.trials_per_session:
                 raise ValueError(
                     f"{path} has {n_trials} trials but the design expects "
@@ -682,12 +858,12 @@ def load_nsd(root: str | Path, options: NSDOptions) -> tuple[BrainData, Stimulus
     targets = (
         _surface_targets(paths, options)
         if options.space == "fsaverage"
-        else _volume_targets(paths, options, grid_shape)
+        else _volume_targets(paths, options, header.grid)
     )
     if options.space == "fsaverage":
         for session in sessions:
             for hemi, path in zip(options.hemis, paths.session_files(session, options.hemis)):
-                n_vertices = _session_trial_count(path, "fsaverage")[1][0]
+                n_vertices = _session_trial_count(path, "fsaverage").grid[0]
                 if n_vertices != targets.n_per_hemi[hemi]:
                     raise ValueError(
                         f"{path} has {n_vertices} vertices but the {hemi} ROI files have "
@@ -743,31 +919,12 @@ def load_nsd(root: str | Path, options: NSDOptions) -> tuple[BrainData, Stimulus
             UserWarning,
             stacklevel=2,
         )
-    if keep_repeats:
-        repeats = np.zeros((uniform, images.size, n_targets), dtype=np.float32)
-    else:
-        sums = np.zeros((images.size, n_targets), dtype=np.float32)
-    tps = options.trials_per_session
-    for position, session in enumerate(sessions):
-        values = _read_session(paths, session, options, targets)  # (tps, n_targets)
-        if options.zscore_sessions:
-            values = zscore_columns(values)
-        rows = trial_row[position * tps : (position + 1) * tps]
-        ranks = trial_rank[position * tps : (position + 1) * tps]
-        used = rows >= 0
-        for rank in np.unique(ranks[used]):
-            selected = used & (ranks == rank)
-            if keep_repeats:
-                if rank < uniform:
-                    repeats[rank, rows[selected]] = values[selected]
-            else:
-                sums[rows[selected]] += values[selected]
-    if keep_repeats:
-        data = repeats.mean(axis=0)
-    else:
-        sums /= counts[:, None].astype(sums.dtype)  # in place: no second brick in memory
-        data, sums = sums, None
-        repeats = None
+    n_repeats = uniform if keep_repeats else None
+    if options.memory_check:
+        _check_nsd_memory(paths, sessions, images.size, n_targets, n_repeats, options, trial_bytes)
+    data, repeats = _read_sessions(
+        paths, sessions, options, targets, trial_row, trial_rank, counts, n_repeats
+    )
 
     ncsnr = _read_ncsnr(paths, options, targets)
     noise_ceiling = None if ncsnr is None else ncsnr_noise_ceiling(ncsnr, counts)
