@@ -370,52 +370,37 @@ def test_meg_writer_checks_its_inputs(tmp_path):
 
 
 # ---------------------------------------------------------------------- load_brain
+def write_planted_meg(path, image_folder=None):
+    """The planted trials as an epochs file; with ``image_path`` = image_folder/<id>.png."""
+    trials, trial_ids = planted_trials()
+    metadata = None
+    if image_folder is not None:
+        metadata = pd.DataFrame({"image_path": [f"{image_folder}/{i}.png" for i in trial_ids]})
+    channels = [f"M{i}" for i in range(N_TARGETS)]
+    return write_meg_epochs(
+        path, trials, meg_times(), channels, SFREQ, trial_ids, metadata=metadata
+    )
+
+
 def test_load_brain_dispatches_on_the_path(tmp_path, handmade_fmri_folder):
     brain, stimuli = load_brain(str(handmade_fmri_folder))
     assert brain.modality == "fmri" and stimuli.ids == IDS
 
-    trials, trial_ids = planted_trials()
     write_images(tmp_path / "meg" / "images", IDS, value_of=lambda i: 50 + i)
-    metadata = pd.DataFrame({"image_path": [f"images/{i}.png" for i in trial_ids]})
-    path = write_meg_epochs(
-        tmp_path / "meg" / "sub-02-epo.fif",
-        trials,
-        meg_times(),
-        [f"M{i}" for i in range(N_TARGETS)],
-        SFREQ,
-        trial_ids,
-        metadata=metadata,
-    )
+    path = write_planted_meg(tmp_path / "meg" / "sub-02-epo.fif", image_folder="images")
     brain, stimuli = load_brain(path, meg_preparation=MEGPreparation(tmin=0.0))
     assert brain.modality == "meg" and brain.times[0] == pytest.approx(0.0)
     assert stimuli.ids == brain.stimulus_ids
     assert stimuli.load_array([0])[0, 0, 0, 0] == 53  # first stimulus is x3
 
-    plain = write_meg_epochs(
-        tmp_path / "plain-epo.fif",
-        trials,
-        meg_times(),
-        [f"M{i}" for i in range(N_TARGETS)],
-        SFREQ,
-        trial_ids,
-    )
+    plain = write_planted_meg(tmp_path / "plain-epo.fif")
     _, no_stimuli = load_brain(plain)
     assert no_stimuli is None
 
 
 def test_meg_image_paths_out_of_the_file_folder_are_refused(tmp_path):
-    trials, trial_ids = planted_trials()
     write_images(tmp_path / "images", IDS)
-    metadata = pd.DataFrame({"image_path": [f"../images/{i}.png" for i in trial_ids]})
-    path = write_meg_epochs(
-        tmp_path / "meg" / "sub-03-epo.fif",
-        trials,
-        meg_times(),
-        [f"M{i}" for i in range(N_TARGETS)],
-        SFREQ,
-        trial_ids,
-        metadata=metadata,
-    )
+    path = write_planted_meg(tmp_path / "meg" / "sub-03-epo.fif", image_folder="../images")
     with pytest.raises(ValueError) as error:
         load_brain(path)
     assert str(error.value).startswith(
