@@ -230,3 +230,14 @@ def test_grey_images_are_loaded_as_rgb(tmp_path):
     array = StimulusSet.from_folder(tmp_path).load_array()
     assert array.shape == (1, 5, 6, 3)
     assert (array == 200).all()
+
+
+def test_data_set_image_lookup_refuses_paths_out_of_the_image_folder(tmp_path, image_folder):
+    """THINGS-MEG's events tables name images relative to the image folder given in the spec."""
+    from brainalign.probe.datasets._common import find_images
+
+    found = find_images(["s1", "s2"], image_folder, ["s1.png", "elsewhere/s2.png"])
+    assert found.image_paths == [image_folder / "s1.png", image_folder / "s2.png"]  # by stem
+    (tmp_path / "secret.png").write_bytes((image_folder / "s0.png").read_bytes())
+    with pytest.raises(ValueError, match=r"image_path of stimulus 's0': image_path '\.\./secret"):
+        find_images(["s0"], image_folder, ["../secret.png"])
