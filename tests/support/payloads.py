@@ -30,6 +30,8 @@ class BrainalignGlobalPayload:
     """A payload that calls a function of brainalign itself (here one that makes a folder).
 
     Readers that let ``brainalign.*`` names through (as inert records) must not call them.
+    It calls ``brainalign.utils.atomic._new_folder``; if that is renamed, the sanity test
+    ``test_payload_files_run_when_loaded_unsafely`` fails and says so.
     """
 
     def __init__(self, marker: Path) -> None:
