@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,6 +27,12 @@ def fmri_targets() -> pd.DataFrame:
             "z": [0.0, 0.0, 3.0, 0.0, 0.0, 10.0, 10.0, 10.0],
         }
     )
+
+
+def fmri_brain(data: np.ndarray, **fields) -> BrainData:
+    """fMRI data of subject 01 on the stimuli IDS and the targets of fmri_targets()."""
+    fields.setdefault("targets", fmri_targets())
+    return BrainData(modality="fmri", subject="01", data=data, stimulus_ids=IDS, **fields)
 
 
 @pytest.fixture
@@ -195,6 +203,49 @@ def test_drop_bad_targets_meg_drops_whole_channels(meg):
         cleaned = brain.drop_bad_targets()
     assert cleaned.data.shape == (N_STIMULI, 6, N_TIMES)
     assert cleaned.targets["channel"].tolist() == ["MEG0", "MEG1", "MEG2", "MEG3", "MEG4", "MEG7"]
+
+
+def test_infinite_responses_count_like_nan_in_data_and_repeats(fmri, meg):
+    data = fmri.data.copy()
+    data[0, 2] = np.inf  # in the averaged responses
+    repeats = np.stack([data, data])
+    repeats[1, 5, 7] = -np.inf  # only in one repeat
+    data[:, 4] = 1.0  # a constant target
+    brain = fmri_brain(data, repeats=repeats)
+    with pytest.warns(
+        UserWarning, match=r"dropped 3 of 8 targets \(0 with NaN, 1 constant .*2 with inf\)"
+    ):
+        cleaned = brain.drop_bad_targets()
+    np.testing.assert_array_equal(cleaned.data, data[:, [0, 1, 3, 5, 6]])
+    assert np.isfinite(cleaned.repeats).all()
+
+    meg_data = meg.data.copy()
+    meg_data[3, 2, 8] = np.inf
+    meg_brain = dataclasses.replace(meg, data=meg_data, repeats=None)
+    with pytest.warns(
+        UserWarning, match=r"dropped 1 of 8 channels \(0 with NaN, 0 constant.*1 with inf"
+    ):
+        assert "MEG2" not in meg_brain.drop_bad_targets().targets["channel"].tolist()
+    # a float64 response too large for float32 becomes inf when stored, and is dropped too
+    overflow = fmri.data.astype(np.float64)
+    overflow[1, 0] = 1e300
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        brain = fmri_brain(overflow)
+    with pytest.warns(UserWarning, match="1 with inf"):
+        assert brain.drop_bad_targets().n_targets == N_TARGETS - 1
+    everything = np.full((N_STIMULI, N_TARGETS), np.inf)
+    with pytest.raises(ValueError, match="all 8 targets are NaN or constant .*infinite"):
+        fmri_brain(everything).drop_bad_targets()
+
+
+def test_non_numeric_target_coordinates_name_column_and_row(fmri):
+    targets = fmri_targets().astype({"z": object})
+    targets.loc[6, "z"] = "12mm"
+    with pytest.raises(ValueError, match=r"the targets table: column 'z', row 7 holds '12mm'"):
+        fmri_brain(fmri.data, targets=targets, rois=fmri.rois)  # given centroids: checked too
+    targets.loc[6, "z"] = "12.5"  # a number written as text is read as the number
+    brain = fmri_brain(fmri.data, targets=targets)
+    assert brain.targets["z"].dtype == np.float64 and brain.targets.loc[6, "z"] == 12.5
 
 
 def test_meg_targets_matrix_is_channel_major_with_an_index(meg):

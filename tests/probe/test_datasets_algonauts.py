@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from payloads import unpickle_unsafely, write_npy_payload
 from PIL import Image
 
 from brainalign.probe.datasets import AlgonautsOptions, load_algonauts2023, nsd_stimulus_id
@@ -148,3 +151,54 @@ def test_mask_length_and_unknown_roi(root):
         load_brain(f"algonauts2023:{root}?subject=1&rois=prf-visualrois&fsaverage_dir={root}")
     with pytest.raises(ValueError, match="subject must be 1..8"):
         load_brain(f"algonauts2023:{root}?subject=0")
+
+
+# ---------------------------------------------------------------------- untrusted files
+def test_crafted_mapping_file_is_refused_and_never_runs(root):
+    """A mapping_*.npy whose pickle would create a file: refused, naming it; nothing runs."""
+    marker = root / "marker"
+    mapping = root / "subj01/roi_masks/mapping_prf-visualrois.npy"
+    write_npy_payload(mapping, marker, inside_dict=True)
+    spec = f"algonauts2023:{root}?subject=1&rois=prf-visualrois&fsaverage_dir={root / 'fsaverage'}"
+    with pytest.raises(ValueError, match=re.escape(str(mapping)) + r": refused.*io\.open"):
+        load_brain(spec)
+    assert not marker.exists()
+    unpickle_unsafely(mapping)  # the same file does run its payload when unpickled
+    assert marker.exists()
+
+
+def test_crafted_responses_or_masks_are_refused(root):
+    marker = root / "marker"
+    masks = root / "subj01/roi_masks"
+    spec = f"algonauts2023:{root}?subject=1&rois=prf-visualrois&fsaverage_dir={root / 'fsaverage'}"
+    for path in (
+        root / "subj01/training_split/training_fmri/rh_training_fmri.npy",
+        masks / "lh.prf-visualrois_challenge_space.npy",
+        masks / "rh.all-vertices_fsaverage_space.npy",
+    ):
+        original = path.read_bytes()
+        write_npy_payload(path, marker)
+        with pytest.raises(ValueError, match=re.escape(str(path)) + ": holds Python objects"):
+            load_brain(spec)
+        path.write_bytes(original)
+    assert not marker.exists()
+    assert load_brain(spec)[0].n_targets == 8  # the restored folder still loads
+
+
+def test_json_mapping_is_read_instead_of_the_pickle(root):
+    masks = root / "subj01/roi_masks"
+    (masks / "mapping_prf-visualrois.npy").unlink()
+    names = {"0": "Unknown", "1": "V1-ventral", "2": "V1d", "3": "V2v", "7": "hV4"}
+    (masks / "mapping_prf-visualrois.json").write_text(json.dumps(names))
+    options = AlgonautsOptions(
+        subject=1, rois=("prf-visualrois",), fsaverage_dir=root / "fsaverage"
+    )
+    brain, _ = load_algonauts2023(root, options)
+    lh = brain.targets[brain.targets["hemi"] == "lh"]
+    assert lh["roi"].tolist() == ["V1-ventral", "V1-ventral", "V1d", "hV4", "V2v"]
+    (masks / "mapping_prf-visualrois.json").write_text('["V1v", "V1d"]')
+    with pytest.raises(ValueError, match=r"mapping_prf-visualrois.json should hold a JSON object"):
+        load_algonauts2023(root, options)
+    (masks / "mapping_prf-visualrois.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"mapping_prf-visualrois.npy .*or mapping_prf"):
+        load_algonauts2023(root, options)

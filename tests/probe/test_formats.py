@@ -8,6 +8,7 @@ import mne
 import numpy as np
 import pandas as pd
 import pytest
+from payloads import write_npy_payload
 from PIL import Image
 
 from brainalign.probe.brain_data import BrainData
@@ -83,7 +84,6 @@ def test_handmade_fmri_folder_reads_exact_values(handmade_fmri_folder):
 
 
 def test_fmri_folder_round_trip_with_writer(tmp_path):
-    write_images(tmp_path / "images", IDS, value_of=lambda i: 100 + i)
     repeats = np.stack([planted_responses() - 1.0, planted_responses() + 1.0])
     rois = pd.DataFrame(
         {
@@ -104,9 +104,10 @@ def test_fmri_folder_round_trip_with_writer(tmp_path):
         repeats=repeats,
         noise_ceiling=np.linspace(0, 1, N_TARGETS),
     )
-    table = pd.DataFrame({"stimulus_id": IDS, "image_path": [f"../images/{i}.png" for i in IDS]})
+    table = pd.DataFrame({"stimulus_id": IDS, "image_path": [f"images/{i}.png" for i in IDS]})
     path = write_fmri_folder(tmp_path / "fmri", brain, table)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+    write_images(path / "images", IDS, value_of=lambda i: 100 + i)
     loaded, stimuli = load_fmri_folder(path, subject="s1")
     np.testing.assert_array_equal(loaded.data, brain.data)
     np.testing.assert_array_equal(loaded.repeats, repeats)
@@ -172,6 +173,70 @@ def test_numeric_stimulus_ids_are_read_as_written(handmade_fmri_folder):
     write_images(handmade_fmri_folder / "images", ids)
     brain, _ = load_fmri_folder(handmade_fmri_folder)
     assert brain.stimulus_ids == ids
+
+
+@pytest.mark.parametrize("name", ["responses.npy", "repeats.npy", "noise_ceiling.npy"])
+def test_fmri_arrays_of_pickled_objects_are_refused_and_never_run(handmade_fmri_folder, name):
+    marker = handmade_fmri_folder.parent / "marker"
+    path = write_npy_payload(handmade_fmri_folder / name, marker)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ": holds Python objects"):
+        load_brain(str(handmade_fmri_folder))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("../x3.png", "leaves the table's folder"), ("/etc/passwd", "is an absolute path")],
+)
+def test_fmri_image_paths_out_of_the_folder_are_refused(handmade_fmri_folder, value, problem):
+    (handmade_fmri_folder.parent / "x3.png").write_bytes(
+        (handmade_fmri_folder / "images" / "x3.png").read_bytes()
+    )  # the escaping path names a real image: refused all the same
+    paths = [f"images/{i}.png" for i in IDS]
+    paths[3] = value
+    pd.DataFrame({"stimulus_id": IDS, "image_path": paths}).to_csv(
+        handmade_fmri_folder / "stimuli.csv", index=False
+    )
+    with pytest.raises(ValueError) as error:
+        load_brain(str(handmade_fmri_folder))
+    message = str(error.value)
+    assert message.startswith(f"{handmade_fmri_folder / 'stimuli.csv'}, row 4 (stimulus 'x3')")
+    assert f"image_path {value!r} {problem}" in message
+
+
+@pytest.mark.parametrize("with_rois", [False, True])
+def test_fmri_non_numeric_coordinate_names_column_and_row(handmade_fmri_folder, with_rois):
+    if with_rois:
+        pd.DataFrame({"roi": ["V1", "V2", "LO", "FFC"], "x": 0.0, "y": 0.0, "z": 0.0}).to_csv(
+            handmade_fmri_folder / "rois.csv", index=False
+        )
+    targets = targets_table().astype({"y": object})
+    targets.loc[5, "y"] = "left"
+    targets.to_csv(handmade_fmri_folder / "targets.csv", index=False)
+    expected = re.escape(f"{handmade_fmri_folder / 'targets.csv'}: column 'y', row 6 holds 'left'")
+    with pytest.raises(ValueError, match=expected):
+        load_fmri_folder(handmade_fmri_folder)
+    targets.loc[5, "y"] = "inf"
+    targets.to_csv(handmade_fmri_folder / "targets.csv", index=False)
+    with pytest.raises(ValueError, match="column 'y', row 6 holds"):
+        load_fmri_folder(handmade_fmri_folder)
+    targets.loc[5, "y"] = None  # an empty cell: coordinate unknown, accepted
+    targets.to_csv(handmade_fmri_folder / "targets.csv", index=False)
+    brain, _ = load_fmri_folder(handmade_fmri_folder)
+    assert np.isnan(brain.targets.loc[5, "y"]) and brain.targets["y"].dtype == np.float64
+
+
+def test_fmri_infinite_responses_are_dropped_and_counted(handmade_fmri_folder):
+    responses = planted_responses()
+    responses[2, 6] = np.inf
+    responses[4, 1] = np.nan
+    np.save(handmade_fmri_folder / "responses.npy", responses)
+    brain, _ = load_fmri_folder(handmade_fmri_folder)
+    with pytest.warns(
+        UserWarning, match=r"dropped 2 of 8 targets \(1 with NaN, 0 constant .*1 with inf"
+    ):
+        cleaned = brain.drop_bad_targets()
+    np.testing.assert_array_equal(cleaned.data, responses[:, [0, 2, 3, 4, 5, 7]])
 
 
 # ---------------------------------------------------------------------- MEG
@@ -305,37 +370,42 @@ def test_meg_writer_checks_its_inputs(tmp_path):
 
 
 # ---------------------------------------------------------------------- load_brain
+def write_planted_meg(path, image_folder=None):
+    """The planted trials as an epochs file; with ``image_path`` = image_folder/<id>.png."""
+    trials, trial_ids = planted_trials()
+    metadata = None
+    if image_folder is not None:
+        metadata = pd.DataFrame({"image_path": [f"{image_folder}/{i}.png" for i in trial_ids]})
+    channels = [f"M{i}" for i in range(N_TARGETS)]
+    return write_meg_epochs(
+        path, trials, meg_times(), channels, SFREQ, trial_ids, metadata=metadata
+    )
+
+
 def test_load_brain_dispatches_on_the_path(tmp_path, handmade_fmri_folder):
     brain, stimuli = load_brain(str(handmade_fmri_folder))
     assert brain.modality == "fmri" and stimuli.ids == IDS
 
-    trials, trial_ids = planted_trials()
-    write_images(tmp_path / "images", IDS, value_of=lambda i: 50 + i)
-    metadata = pd.DataFrame({"image_path": [f"../images/{i}.png" for i in trial_ids]})
-    path = write_meg_epochs(
-        tmp_path / "meg" / "sub-02-epo.fif",
-        trials,
-        meg_times(),
-        [f"M{i}" for i in range(N_TARGETS)],
-        SFREQ,
-        trial_ids,
-        metadata=metadata,
-    )
+    write_images(tmp_path / "meg" / "images", IDS, value_of=lambda i: 50 + i)
+    path = write_planted_meg(tmp_path / "meg" / "sub-02-epo.fif", image_folder="images")
     brain, stimuli = load_brain(path, meg_preparation=MEGPreparation(tmin=0.0))
     assert brain.modality == "meg" and brain.times[0] == pytest.approx(0.0)
     assert stimuli.ids == brain.stimulus_ids
     assert stimuli.load_array([0])[0, 0, 0, 0] == 53  # first stimulus is x3
 
-    plain = write_meg_epochs(
-        tmp_path / "plain-epo.fif",
-        trials,
-        meg_times(),
-        [f"M{i}" for i in range(N_TARGETS)],
-        SFREQ,
-        trial_ids,
-    )
+    plain = write_planted_meg(tmp_path / "plain-epo.fif")
     _, no_stimuli = load_brain(plain)
     assert no_stimuli is None
+
+
+def test_meg_image_paths_out_of_the_file_folder_are_refused(tmp_path):
+    write_images(tmp_path / "images", IDS)
+    path = write_planted_meg(tmp_path / "meg" / "sub-03-epo.fif", image_folder="../images")
+    with pytest.raises(ValueError) as error:
+        load_brain(path)
+    assert str(error.value).startswith(
+        f"{path} (epochs metadata, stimulus 'x3'): image_path '../images/x3.png' leaves"
+    )
 
 
 def test_load_brain_unknown_format_and_missing_path(tmp_path):

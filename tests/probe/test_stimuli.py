@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from brainalign.probe.stimuli import StimulusSet
+from brainalign.probe.stimuli import StimulusSet, resolve_image_path
 
 # 7 images of height 5 and width 6: unequal sizes so a transposed axis fails.
 N_IMAGES, HEIGHT, WIDTH = 7, 5, 6
@@ -116,6 +116,59 @@ def test_from_table_errors_name_the_problem(tmp_path, image_folder):
         StimulusSet.from_table(tmp_path / "nope.csv")
 
 
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("../outside.png", "leaves the table's folder"),
+        ("images/../../outside.png", "leaves the table's folder"),
+        ("..", "leaves the table's folder"),
+        ("/etc/passwd", "is an absolute path"),
+        ("", "is empty"),
+        (float("nan"), "is empty"),
+        (".", "names the folder itself"),
+    ],
+)
+def test_image_paths_must_stay_inside_the_table_folder(tmp_path, value, problem):
+    with pytest.raises(ValueError) as error:
+        resolve_image_path(tmp_path, value, where="stimuli.csv, row 3 (stimulus 'x2')")
+    message = str(error.value)
+    assert message.startswith("stimuli.csv, row 3 (stimulus 'x2'): image_path ")
+    assert problem in message and "\n" not in message
+    assert f"relative to {tmp_path} that stays inside it" in message  # what is accepted
+
+
+def test_image_paths_inside_the_folder_are_normalised_and_links_followed(tmp_path, images):
+    assert resolve_image_path(tmp_path, "images/s1.png", where="t") == tmp_path / "images/s1.png"
+    assert resolve_image_path(tmp_path, "a/../b/./c.png", where="t") == tmp_path / "b/c.png"
+    store = tmp_path / "store"  # images on another disk, linked into the data set's folder
+    store.mkdir()
+    Image.fromarray(images[2]).save(store / "s2.png")
+    data_set = tmp_path / "data_set"
+    data_set.mkdir()
+    (data_set / "images").symlink_to(store, target_is_directory=True)
+    pd.DataFrame({"stimulus_id": ["a"], "image_path": ["images/s2.png"]}).to_csv(
+        data_set / "stimuli.csv", index=False
+    )
+    np.testing.assert_array_equal(
+        StimulusSet.from_table(data_set / "stimuli.csv").load_array()[0], images[2]
+    )
+
+
+def test_from_table_refuses_paths_out_of_its_folder_naming_the_row(tmp_path, image_folder):
+    """An existing file outside the table's folder is refused, not read."""
+    table_folder = tmp_path / "table"
+    table_folder.mkdir()
+    for values, expected in (
+        (["../images/s0.png", "../images/s1.png"], r"row 1 \(stimulus 'a'\).*'\.\./images/s0"),
+        (["s.png", str(image_folder / "s1.png")], r"row 2 \(stimulus 'b'\).*absolute path"),
+    ):
+        pd.DataFrame({"stimulus_id": ["a", "b"], "image_path": values}).to_csv(
+            table_folder / "stimuli.csv", index=False
+        )
+        with pytest.raises(ValueError, match=r"stimuli\.csv, " + expected):
+            StimulusSet.from_table(table_folder / "stimuli.csv")
+
+
 def test_hdf5_rows_are_read_on_demand_in_the_requested_order(tmp_path, images):
     path = tmp_path / "brick.hdf5"
     with h5py.File(path, "w") as handle:
@@ -177,3 +230,14 @@ def test_grey_images_are_loaded_as_rgb(tmp_path):
     array = StimulusSet.from_folder(tmp_path).load_array()
     assert array.shape == (1, 5, 6, 3)
     assert (array == 200).all()
+
+
+def test_data_set_image_lookup_refuses_paths_out_of_the_image_folder(tmp_path, image_folder):
+    """THINGS-MEG's events tables name images relative to the image folder given in the spec."""
+    from brainalign.probe.datasets._common import find_images
+
+    found = find_images(["s1", "s2"], image_folder, ["s1.png", "elsewhere/s2.png"])
+    assert found.image_paths == [image_folder / "s1.png", image_folder / "s2.png"]  # by stem
+    (tmp_path / "secret.png").write_bytes((image_folder / "s0.png").read_bytes())
+    with pytest.raises(ValueError, match=r"image_path of stimulus 's0': image_path '\.\./secret"):
+        find_images(["s0"], image_folder, ["../secret.png"])

@@ -25,7 +25,7 @@ import pandas as pd
 from brainalign.probe.rois import COORDINATE_COLUMNS, roi_table
 from brainalign.probe.stimuli import StimulusSet, check_unique_ids, format_id_list
 
-__all__ = ["BrainData", "Modality"]
+__all__ = ["BrainData", "Modality", "numeric_coordinates"]
 
 Modality = Literal["fmri", "meg"]
 
@@ -109,7 +109,10 @@ class BrainData:
                 f"{self._name}: data has {self.data.shape[1]} targets (columns) but the "
                 f"targets table has {len(self.targets)} rows"
             )
-        self.targets = self.targets.assign(roi=self.targets["roi"].astype(str))
+        self.targets = numeric_coordinates(
+            self.targets.assign(roi=self.targets["roi"].astype(str)),
+            where=f"{self._name}: the targets table",
+        )
         if self.rois is None:
             self.rois = _default_rois(self.targets)
         else:
@@ -227,10 +230,10 @@ class BrainData:
         return self, stimuli.subset(self.stimulus_ids)
 
     def drop_bad_targets(self) -> BrainData:
-        """Drop targets with NaN responses or the same response to every stimulus.
+        """Drop targets with NaN or infinite responses, or the same response to every stimulus.
 
-        fMRI drops targets; MEG drops channels (a channel with any NaN, or constant across
-        stimuli at every time point). Warns with the counts.
+        fMRI drops targets; MEG drops channels (a channel with any NaN or inf, or constant
+        across stimuli at every time point). Repeats count too. Warns with the counts.
 
         Raises
         ------
@@ -238,27 +241,29 @@ class BrainData:
             When no target is left.
         """
         per_target = self.data.reshape(self.n_stimuli, self.data.shape[1], -1)  # (n, T, t)
-        has_nan = np.isnan(per_target).any(axis=(0, 2))
+        repeats = None
         if self.repeats is not None:
-            has_nan |= (
-                np.isnan(self.repeats)
-                .reshape(-1, self.n_stimuli, self.data.shape[1], per_target.shape[2])
-                .any(axis=(0, 1, 3))
-            )
-        spread = np.ptp(per_target, axis=0)  # (T, t), NaN where a response is NaN
-        is_constant = ~has_nan & np.all(spread == 0, axis=1)
-        bad = has_nan | is_constant
+            repeats = self.repeats.reshape(-1, self.n_stimuli, *per_target.shape[1:])
+        has_nan = _any_per_target(np.isnan, per_target, repeats)
+        has_inf = _any_per_target(np.isinf, per_target, repeats) & ~has_nan
+        not_finite = has_nan | has_inf
+        with np.errstate(invalid="ignore"):  # inf - inf where a target holds inf
+            spread = np.ptp(per_target, axis=0)  # (T, t), NaN where a response is NaN
+        is_constant = ~not_finite & np.all(spread == 0, axis=1)
+        bad = not_finite | is_constant
         if not bad.any():
             return self
         unit = "targets" if self.modality == "fmri" else "channels"
         if bad.all():
             raise ValueError(
-                f"{self._name}: all {bad.size} {unit} are NaN or constant across stimuli; "
-                "nothing is left to fit"
+                f"{self._name}: all {bad.size} {unit} are NaN or constant across stimuli, or "
+                "hold infinite values; nothing is left to fit"
             )
+        infinite = f", {int(has_inf.sum())} with inf" if has_inf.any() else ""
         warnings.warn(
             f"{self._name}: dropped {int(bad.sum())} of {bad.size} {unit} "
-            f"({int(has_nan.sum())} with NaN, {int(is_constant.sum())} constant across stimuli)",
+            f"({int(has_nan.sum())} with NaN, {int(is_constant.sum())} constant across stimuli"
+            f"{infinite})",
             UserWarning,
             stacklevel=2,
         )
@@ -346,6 +351,51 @@ class BrainData:
                 f"expected a last axis of {self.n_targets} targets; got shape {values.shape}"
             )
         return values.reshape(*values.shape[:-1], *self.data.shape[1:])
+
+
+def _any_per_target(test: Any, per_target: np.ndarray, repeats: np.ndarray | None) -> np.ndarray:
+    """Whether ``test`` holds anywhere in a target's responses (or repeats): (n_targets,) bool."""
+    found = test(per_target).any(axis=(0, 2))
+    if repeats is not None:
+        found |= test(repeats).any(axis=(0, 1, 3))
+    return found
+
+
+def numeric_coordinates(targets: pd.DataFrame, *, where: str) -> pd.DataFrame:
+    """The targets table with its x, y, z columns as float64; other cells are an error.
+
+    Empty cells (NaN) mean an unknown coordinate and are kept.
+
+    Parameters
+    ----------
+    targets : DataFrame, one row per target, with some of the columns x, y, z
+    where : str
+        The table's name for the error message (a file path, or the data's name).
+
+    Returns
+    -------
+    targets : DataFrame, a copy
+
+    Raises
+    ------
+    ValueError
+        For a cell that is not a finite number (text, inf): names the column, the row and the
+        value.
+    """
+    converted = {}
+    for column in (c for c in COORDINATE_COLUMNS if c in targets.columns):
+        original = targets[column]
+        values = pd.to_numeric(original, errors="coerce").astype(np.float64)
+        bad = (values.isna() & original.notna()) | np.isinf(values)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(
+                f"{where}: column {column!r}, row {row + 1} holds {original.iloc[row]!r}, not a "
+                f"coordinate ({int(bad.sum())} such cell(s) in {column!r}); x, y and z must be "
+                "numbers in mm, or empty when unknown"
+            )
+        converted[column] = values
+    return targets.assign(**converted)
 
 
 def _default_rois(targets: pd.DataFrame) -> pd.DataFrame:

@@ -4,8 +4,10 @@ fMRI folder::
 
     responses.npy   (n_stimuli, n_targets) float
     stimuli.csv     stimulus_id (rows in the order of responses.npy) [+ image_path, relative
-                    to the folder]; without image_path, images are looked up in images/<id>.*
-    targets.csv     roi, x, y, z (MNI mm) [+ hemi, ...], one row per column of responses.npy
+                    to the folder and inside it]; without image_path, images are looked up in
+                    images/<id>.*
+    targets.csv     roi, x, y, z (MNI mm; numbers, or empty when unknown) [+ hemi, ...], one
+                    row per column of responses.npy
     rois.csv        optional: roi, x, y, z centroid + property columns
     repeats.npy     optional: (n_repeats, n_stimuli, n_targets)
     noise_ceiling.npy  optional: (n_targets,)
@@ -13,6 +15,11 @@ fMRI folder::
 MEG: an MNE Epochs file ``*-epo.fif`` whose metadata has a ``stimulus_id`` column, one epoch
 per trial; trials of one stimulus are averaged and kept as repeats. An optional metadata column
 ``image_path`` (relative to the file's folder) lets :func:`load_brain` return the stimuli too.
+
+``image_path`` values must stay inside the folder of the table (or epochs file) that holds
+them: absolute paths and ``..`` out of it are refused (see
+:func:`brainalign.probe.stimuli.resolve_image_path`). The ``.npy`` files are read with
+``allow_pickle=False``: a file of pickled Python objects is refused, never unpickled.
 
 Example::
 
@@ -23,9 +30,6 @@ Example::
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainalign.probe.brain_data import BrainData
+from brainalign.probe.brain_data import BrainData, numeric_coordinates
 from brainalign.probe.meg import (
     DEFAULT_MEG_PREPARATION,
     MEGPreparation,
@@ -41,7 +45,9 @@ from brainalign.probe.meg import (
     zscore_trials,
 )
 from brainalign.probe.rois import read_roi_csv
-from brainalign.probe.stimuli import StimulusSet
+from brainalign.probe.stimuli import StimulusSet, resolve_image_path
+from brainalign.utils.atomic import atomic_directory, atomic_path
+from brainalign.utils.npy import load_array
 from brainalign.utils.reading import read_file
 
 __all__ = [
@@ -108,7 +114,7 @@ def load_fmri_folder(path: str | Path, subject: str | None = None) -> tuple[Brai
     stimuli_path = _require_file(folder, "stimuli.csv", "stimulus table")
     targets_path = _require_file(folder, "targets.csv", "targets table")
 
-    responses = read_file(lambda: np.load(responses_path), responses_path, "a NumPy .npy array")
+    responses = load_array(responses_path)
     if responses.ndim != 2:
         raise ValueError(
             f"{responses_path} must have shape (n_stimuli, n_targets); got {responses.shape}"
@@ -140,16 +146,17 @@ def load_fmri_folder(path: str | Path, subject: str | None = None) -> tuple[Brai
         raise ValueError(
             f"{targets_path} lacks the column(s) {missing_columns}; it has {list(targets.columns)}"
         )
+    targets = numeric_coordinates(targets, where=str(targets_path))
     rois_path = folder / "rois.csv"
     rois = read_roi_csv(rois_path) if rois_path.is_file() else None
     repeats_path = folder / "repeats.npy"
     repeats = None
     if repeats_path.is_file():
-        repeats = read_file(lambda: np.load(repeats_path), repeats_path, "a NumPy .npy array")
+        repeats = load_array(repeats_path)
     ceiling_path = folder / "noise_ceiling.npy"
     noise_ceiling = None
     if ceiling_path.is_file():
-        noise_ceiling = read_file(lambda: np.load(ceiling_path), ceiling_path, "a NumPy .npy array")
+        noise_ceiling = load_array(ceiling_path)
 
     ids = _read_ids(table["stimulus_id"])
     brain = BrainData(
@@ -163,7 +170,13 @@ def load_fmri_folder(path: str | Path, subject: str | None = None) -> tuple[Brai
         noise_ceiling=noise_ceiling,
     )
     if "image_path" in table.columns:
-        stimuli = StimulusSet.from_paths(ids, [folder / rel for rel in table["image_path"]])
+        paths = [
+            resolve_image_path(
+                folder, relative, where=f"{stimuli_path}, row {row + 1} (stimulus {ids[row]!r})"
+            )
+            for row, relative in enumerate(table["image_path"])
+        ]
+        stimuli = StimulusSet.from_paths(ids, paths)
     elif (folder / "images").is_dir():
         stimuli = StimulusSet.from_folder(folder / "images", ids)
     else:
@@ -172,15 +185,6 @@ def load_fmri_folder(path: str | Path, subject: str | None = None) -> tuple[Brai
             f"(relative to the folder) or put <stimulus_id>.png files in {folder / 'images'}"
         )
     return brain, stimuli
-
-
-def _replace_folder(temporary: Path, destination: Path, overwrite: bool) -> None:
-    if destination.exists():
-        if not overwrite:
-            shutil.rmtree(temporary)
-            raise FileExistsError(f"{destination} exists; pass overwrite=True to replace it")
-        shutil.rmtree(destination)
-    os.replace(temporary, destination)
 
 
 def write_fmri_folder(
@@ -222,9 +226,7 @@ def write_fmri_folder(
         )
     if destination.exists() and not overwrite:
         raise FileExistsError(f"{destination} exists; pass overwrite=True to replace it")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    try:
+    with atomic_directory(destination, overwrite=overwrite) as temporary:
         np.save(temporary / "responses.npy", brain.data)
         (temporary / "info.json").write_text(json.dumps({"subject": brain.subject}))
         stimuli_table.to_csv(temporary / "stimuli.csv", index=False)
@@ -235,10 +237,6 @@ def write_fmri_folder(
             np.save(temporary / "repeats.npy", brain.repeats)
         if brain.noise_ceiling is not None:
             np.save(temporary / "noise_ceiling.npy", brain.noise_ceiling)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    _replace_folder(temporary, destination, overwrite)
     return destination
 
 
@@ -452,18 +450,9 @@ def write_meg_epochs(
     epochs = mne.EpochsArray(
         data, info, tmin=float(times[0]), metadata=trial_table, baseline=None, verbose="error"
     )
-    destination.parent.mkdir(parents=True, exist_ok=True)
     suffix = next(end for end in EPOCHS_SUFFIXES if destination.name.endswith(end))
-    handle, temporary_name = tempfile.mkstemp(
-        prefix=f".{_meg_subject_name(destination)}.", suffix=suffix, dir=destination.parent
-    )
-    os.close(handle)
-    temporary = Path(temporary_name)
-    try:
+    with atomic_path(destination, suffix=suffix) as temporary:
         epochs.save(temporary, fmt=fmt, overwrite=True, verbose="error")
-        os.replace(temporary, destination)
-    finally:
-        temporary.unlink(missing_ok=True)
     return destination
 
 
@@ -500,7 +489,12 @@ def _load_meg_path(
     if "image_path" not in first_rows.columns:
         return brain, None
     folder = Path(location).parent
-    paths = [folder / relative for relative in first_rows["image_path"].astype(str)]
+    paths = [
+        resolve_image_path(
+            folder, relative, where=f"{location} (epochs metadata, stimulus {stimulus_id!r})"
+        )
+        for stimulus_id, relative in zip(brain.stimulus_ids, first_rows["image_path"])
+    ]
     return brain, StimulusSet.from_paths(brain.stimulus_ids, paths)
 
 

@@ -36,6 +36,7 @@ Run::
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -320,8 +321,10 @@ def simulate_subject(
 
         out_dir/images/<stimulus_id>.png
         out_dir/stimuli.csv          stimulus_id, image_path, latents
-        out_dir/fmri/                generic fMRI folder (responses, repeats, targets, rois)
+        out_dir/fmri/                generic fMRI folder (responses, repeats, targets, rois,
+                                     images/: hard links to out_dir/images)
         out_dir/meg/<subject>-epo.fif   one epoch per trial, metadata stimulus_id, image_path
+        out_dir/meg/images/          hard links to out_dir/images
         out_dir/truth.json           roi -> level, MEG latencies, seed, noise
 
     Parameters
@@ -377,8 +380,9 @@ def simulate_subject(
     fmri_dir = write_fmri_folder(
         root / "fmri",
         fmri,
-        pd.DataFrame({"stimulus_id": ids, "image_path": [f"../images/{i}.png" for i in ids]}),
+        pd.DataFrame({"stimulus_id": ids, "image_path": [f"images/{i}.png" for i in ids]}),
     )
+    _link_images(root / "images", fmri_dir / "images", ids)
 
     n_times = round((meg_tmax - meg_tmin) * meg_sfreq) + 1
     times = meg_tmin + np.arange(n_times) / meg_sfreq  # (T,)
@@ -398,12 +402,14 @@ def simulate_subject(
         metadata=pd.DataFrame(
             {
                 "repeat": np.repeat(np.arange(n_repeats), n_stimuli),
-                "image_path": [f"../images/{i}.png" for i in trial_ids],
+                "image_path": [f"images/{i}.png" for i in trial_ids],
                 "category": latents["category"].to_numpy()[presentation],
                 "image_type": latents["image_type"].to_numpy()[presentation],
             }
         ),
     )
+
+    _link_images(root / "images", meg_path.parent / "images", ids)
 
     truth = {
         "subject": subject,
@@ -450,6 +456,21 @@ def simulate_subject(
         meg_path=meg_path,
         truth_path=truth_path,
     )
+
+
+def _link_images(source: Path, destination: Path, ids: Sequence[str]) -> None:
+    """Give a data folder its own ``images/`` (hard links to ``source``, copies if impossible).
+
+    Tables may only name images inside their own folder, so the fMRI folder and the MEG file's
+    folder each get the images; hard links keep one copy of the bytes on disk.
+    """
+    destination.mkdir(exist_ok=True)
+    for stimulus_id in ids:
+        name = f"{stimulus_id}.png"
+        try:
+            os.link(source / name, destination / name)
+        except OSError:  # another file system, or links not supported
+            shutil.copy2(source / name, destination / name)
 
 
 def _write_stimuli(root: Path, images: np.ndarray, latents: pd.DataFrame) -> list[str]:

@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-__all__ = ["IMAGE_SUFFIXES", "StimulusSet", "check_unique_ids", "format_id_list"]
+from brainalign.utils.images import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "StimulusSet",
+    "check_unique_ids",
+    "format_id_list",
+    "resolve_image_path",
+]
+
 _HASH_CHUNK_ROWS = 64
 
 
@@ -46,6 +54,55 @@ def format_id_list(missing: Sequence[str], total: int, *, shown: int = 5) -> str
     listed = ", ".join(repr(str(stimulus_id)) for stimulus_id in missing[:shown])
     more = ", ..." if len(missing) > shown else ""
     return f"{listed}{more} ({len(missing)} of {total})"
+
+
+def resolve_image_path(folder: Path, value: object, *, where: str) -> Path:
+    """The image file that a table's ``image_path`` value names, inside the table's folder.
+
+    ``value`` is a relative path, resolved against ``folder`` (the folder of the table that
+    holds it). Absolute paths, and relative ones that climb out of ``folder`` with ``..``, are
+    refused: a data table names files of its own data set, never others on the machine. The
+    check is on the path as written (``images/../a.png`` is ``a.png``); symbolic links inside
+    ``folder`` are followed, so that whoever sets a data set up can link its images in from
+    another disk.
+
+    Parameters
+    ----------
+    folder : Path
+        The table's folder.
+    value : object
+        The ``image_path`` cell (a str; NaN or empty when the cell is blank).
+    where : str
+        The table and row, for the error message (``"stimuli.csv, row 3 (stimulus 'x2')"``).
+
+    Returns
+    -------
+    path : Path
+        ``folder / value``, normalised.
+
+    Raises
+    ------
+    ValueError
+        For a blank, absolute or escaping value: one line naming ``where``, the value and what
+        is accepted.
+    """
+    text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+    normal = os.path.normpath(text) if text.strip() else ""
+    if not normal:
+        problem = "is empty"
+    elif Path(text).is_absolute() or Path(text).drive:
+        problem = "is an absolute path"
+    elif normal == os.pardir or normal.startswith(os.pardir + os.sep):
+        problem = "leaves the table's folder"
+    elif normal == os.curdir:
+        problem = "names the folder itself, not an image file"
+    else:
+        return folder / normal
+    raise ValueError(
+        f"{where}: image_path {text!r} {problem}; give a path relative to {folder} that stays "
+        "inside it, such as 'images/<id>.png' (absolute paths and '..' out of the folder are "
+        "refused)"
+    )
 
 
 @dataclass(frozen=True)
@@ -271,7 +328,8 @@ class StimulusSet:
     def from_table(cls, table_path: str | Path) -> StimulusSet:
         """Stimuli listed in a CSV with ``stimulus_id`` and ``image_path`` columns.
 
-        ``image_path`` is relative to the CSV's folder (absolute paths are kept as they are).
+        ``image_path`` is relative to the CSV's folder and must stay inside it (see
+        :func:`resolve_image_path`).
         """
         table_path = Path(table_path)
         if not table_path.is_file():
@@ -282,8 +340,16 @@ class StimulusSet:
             raise ValueError(
                 f"{table_path} lacks the column(s) {missing_columns}; it has {list(table.columns)}"
             )
-        paths = [table_path.parent / relative for relative in table["image_path"]]
-        return cls.from_paths(list(table["stimulus_id"]), paths)
+        ids = list(table["stimulus_id"])
+        paths = [
+            resolve_image_path(
+                table_path.parent,
+                relative,
+                where=f"{table_path}, row {row + 1} (stimulus {str(ids[row])!r})",
+            )
+            for row, relative in enumerate(table["image_path"])
+        ]
+        return cls.from_paths(ids, paths)
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:

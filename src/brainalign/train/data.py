@@ -60,12 +60,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from brainalign.train.augment import MultiCropAugmentation
+from brainalign.utils.images import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset(
-    {"jpg", "jpeg", "png", "webp", "bmp", "gif", "ppm", "pgm", "tif", "tiff"}
-)
 SHARDS_HINT = "make shards with `brainalign shards IMAGE_DIR OUT_DIR`"
 MAX_CONSECUTIVE_FAILURES = 1000
 MIX_BLOCK_SIZE = 10_000

@@ -1,7 +1,7 @@
 """Write webdataset shards: from an image folder, or from procedural images (the demo data).
 
 Each sample has a ``__key__``, the encoded image under its format's extension (``jpg``, ``png``,
-``webp`` or ``bmp``; folder images keep the bytes they have on disk) and a ``json`` record (for a
+``gif``, ``tif``...; folder images keep the bytes they have on disk) and a ``json`` record (for a
 folder: ``path`` relative to the folder, plus ``label`` and ``class_index`` when the image sits in
 a sub-folder; for procedural images: ``stimulus_id`` and all latents). A ``manifest.json`` next to
 the shards records what was written. Output is written to a temporary folder beside ``out_dir``
@@ -37,6 +37,8 @@ from brainalign.synthetic.images import (
     iter_images,
     normalize_image_type_weights,
 )
+from brainalign.utils.images import IMAGE_SUFFIXES as IMAGE_FILE_EXTENSIONS
+from brainalign.utils.images import PIL_FORMAT_EXTENSIONS
 
 __all__ = [
     "IMAGE_FILE_EXTENSIONS",
@@ -48,14 +50,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_FILE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 MANIFEST_NAME = "manifest.json"
 LATENTS_NAME = "latents.csv"
 FORMAT_VERSION = 1
 DEFAULT_PATTERN = "shard-%06d.tar"
 
-# PIL format -> webdataset extension key of the sample.
-_FORMAT_KEYS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
 _TAR_MTIME = 0.0  # fixed member times: the same input gives byte-identical shards
 # Parameters that must agree for existing procedural shards to be reused.
 _PROCEDURAL_KEYS = (
@@ -180,12 +179,12 @@ def _image_key(path: Path, data: bytes) -> str:
             image_format = image.format
     except Exception as error:  # PIL raises several types for corrupt files
         raise ValueError(f"image file {str(path)!r} cannot be read as an image: {error}") from None
-    if image_format not in _FORMAT_KEYS:
+    if image_format not in PIL_FORMAT_EXTENSIONS:
         raise ValueError(
             f"image file {str(path)!r} holds a {image_format} image; supported formats are "
-            f"{sorted(_FORMAT_KEYS)} (convert it, or move it out of the folder)"
+            f"{sorted(PIL_FORMAT_EXTENSIONS)} (convert it, or move it out of the folder)"
         )
-    return _FORMAT_KEYS[image_format]
+    return PIL_FORMAT_EXTENSIONS[image_format]
 
 
 def write_image_shards(
@@ -201,14 +200,14 @@ def write_image_shards(
 
     Images are taken in sorted order of their relative paths; hidden files and folders are
     skipped. Each sample's key is its zero-padded index, its image bytes are copied unchanged
-    (under ``jpg``, ``png``, ``webp`` or ``bmp``, from the file's actual format) and its ``json``
+    (under ``jpg``, ``png``, ``gif``, ``tif``... from the file's actual format) and its ``json``
     holds ``path`` (relative, with ``/``) and, for images in a sub-folder, ``label`` (the parent
     folder's name) and ``class_index`` (the label's rank among the sorted labels).
 
     Parameters
     ----------
     image_dir : Path
-        Folder of ``.jpg``, ``.jpeg``, ``.png``, ``.webp`` or ``.bmp`` files.
+        Folder of image files (suffixes in :data:`brainalign.utils.images.IMAGE_SUFFIXES`).
     out_dir : Path
         Folder that receives the shards and ``manifest.json``; created if needed.
     max_count : int

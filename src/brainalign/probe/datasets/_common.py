@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from brainalign.probe.rois import COORDINATE_COLUMNS
-from brainalign.probe.stimuli import IMAGE_SUFFIXES, StimulusSet, format_id_list
+from brainalign.probe.stimuli import StimulusSet, format_id_list, resolve_image_path
+from brainalign.utils.images import IMAGE_SUFFIXES
 
 __all__ = [
     "TrialGroups",
@@ -298,13 +299,18 @@ def find_images(
     ------
     FileNotFoundError
         Naming the missing ids and the folder.
+    ValueError
+        For a relative path that is absolute or leaves ``folder`` (see
+        :func:`brainalign.probe.stimuli.resolve_image_path`).
     """
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder} (images=...)")
     paths: list[Path | None] = [None] * len(ids)
     if relative_paths is not None:
         for i, relative in enumerate(relative_paths):
-            candidate = folder / str(relative)
+            candidate = resolve_image_path(
+                folder, relative, where=f"image_path of stimulus {str(ids[i])!r}"
+            )
             if candidate.is_file():
                 paths[i] = candidate
     if any(path is None for path in paths):

@@ -10,6 +10,11 @@ Files read under ``<root>/subjNN/``::
     roi_masks/{lh,rh}.<family>_challenge_space.npy          label per challenge vertex
     roi_masks/mapping_<family>.npy                           {label value: name} (a pickled
                                                              dict, as the challenge saved it)
+    roi_masks/mapping_<family>.json                          optional, used instead when present:
+                                                             {"1": "V1v", ...}
+
+The pickled mappings are read by :func:`brainalign.utils.npy.load_label_mapping`, which can
+build nothing but NumPy arrays and plain values: a crafted mapping file is refused, never run.
     roi_masks/{lh,rh}.all-vertices_fsaverage_space.npy      fsaverage mask of challenge vertices
 
 The challenge responses are already z-scored per session and averaged over repeats, so there
@@ -22,6 +27,7 @@ are no repeats and no noise ceiling here (the test split's fMRI was withheld). S
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from dataclasses import dataclass, replace
@@ -39,6 +45,7 @@ from brainalign.probe.datasets._common import (
 )
 from brainalign.probe.datasets.nsd import nsd_stimulus_id
 from brainalign.probe.stimuli import StimulusSet
+from brainalign.utils.npy import load_array, load_label_mapping
 
 __all__ = ["ALL_VERTICES", "AlgonautsOptions", "load_algonauts2023", "parse_image_name"]
 
@@ -108,11 +115,28 @@ def _training_images(folder: Path, n_rows: int, responses_path: Path) -> tuple[l
     return [nsd for (_, nsd), _ in parsed], [path for _, path in parsed]
 
 
-def _read_mapping(path: Path) -> dict[int, str]:
-    mapping = np.load(path, allow_pickle=True)
-    if mapping.shape == () and isinstance(mapping.item(), dict):
-        return {int(key): str(value) for key, value in mapping.item().items()}
-    raise ValueError(f"{path} should hold a dict {{label value: name}}; got {mapping!r:.80}")
+def _read_json_mapping(path: Path) -> dict[int, str]:
+    try:
+        content = json.loads(path.read_text())
+        if not isinstance(content, dict):
+            raise TypeError(f"a JSON {type(content).__name__}")
+        return {int(key): str(value) for key, value in content.items()}
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"{path} should hold a JSON object of label value to name, such as "
+            f'{{"1": "V1v", "2": "V1d"}} ({error})'
+        ) from None
+
+
+def _read_mapping(masks: Path, family: str) -> dict[int, str]:
+    """Label value -> name of one ROI family, from ``mapping_<family>.json`` or ``.npy``."""
+    json_path = masks / f"mapping_{family}.json"
+    if json_path.is_file():
+        return _read_json_mapping(json_path)
+    path = require_file(
+        masks / f"mapping_{family}.npy", f"ROI names of {family}", f"or mapping_{family}.json"
+    )
+    return load_label_mapping(path)
 
 
 def _hemisphere_targets(
@@ -125,13 +149,12 @@ def _hemisphere_targets(
         path = require_file(
             masks / f"{hemi}.{family}_challenge_space.npy", f"Algonauts ROI mask ({family})"
         )
-        values = np.rint(np.load(path)).astype(np.int64).reshape(-1)
+        values = np.rint(load_array(path)).astype(np.int64).reshape(-1)
         if values.size != n_vertices:
             raise ValueError(
                 f"{path} has {values.size} vertices but {hemi}_training_fmri.npy has {n_vertices}"
             )
-        mapping_path = require_file(masks / f"mapping_{family}.npy", f"ROI names of {family}")
-        mapping = _read_mapping(mapping_path)
+        mapping = _read_mapping(masks, family)
         available |= {name for value, name in mapping.items() if value > 0}
         candidates = np.flatnonzero((values > 0) & (names == ""))
         present, inverse = np.unique(values[candidates], return_inverse=True)
@@ -159,7 +182,7 @@ def _fsaverage_vertices(masks: Path, hemi: str, n_vertices: int) -> np.ndarray |
     path = masks / f"{hemi}.all-vertices_fsaverage_space.npy"
     if not path.is_file():
         return None
-    vertices = np.flatnonzero(np.load(path).reshape(-1))
+    vertices = np.flatnonzero(load_array(path).reshape(-1))
     if vertices.size != n_vertices:
         raise ValueError(
             f"{path} marks {vertices.size} fsaverage vertices but {hemi}_training_fmri.npy has "
@@ -215,7 +238,10 @@ def load_algonauts2023(
     }
     if options.rois is not None:
         require_dir(masks, "Algonauts ROI masks")
-    responses = {hemi: np.load(path, mmap_mode="r") for hemi, path in response_paths.items()}
+    responses = {
+        hemi: load_array(path, mmap_mode="r", what="Algonauts responses")
+        for hemi, path in response_paths.items()
+    }
     rows = {array.shape[0] for array in responses.values()}
     if len(rows) > 1 or any(array.ndim != 2 for array in responses.values()):
         shapes = {hemi: array.shape for hemi, array in responses.items()}

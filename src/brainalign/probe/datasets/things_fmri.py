@@ -159,6 +159,16 @@ def _frame_layout(group: Any, path: Path) -> _FrameLayout:
     return _FrameLayout(columns, n_rows, block_of)
 
 
+def _require_numeric_block(dataset: Any, path: Path) -> None:
+    """Refuse a block of Python objects (pandas pickles those; they are never unpickled here)."""
+    if dataset.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{path}: {dataset.name} holds {dataset.dtype} values, not numbers (pandas stores "
+            "Python objects there as pickles, which brainalign never unpickles); re-save the "
+            "frame with numeric columns"
+        )
+
+
 def _block_rows(dataset: Any, start: int, stop: int) -> np.ndarray:
     """Rows start..stop of a block, shape (stop - start, n_items)."""
     if bool(dataset.attrs.get("transposed", False)):
@@ -211,6 +221,8 @@ def read_pandas_fixed_frame(
             block, position = layout.block_of[column]
             by_block.setdefault(block, ([], []))[0].append(position)
             by_block[block][1].append(out_position)
+        for block in by_block:
+            _require_numeric_block(group[f"block{block}_values"], path)
         if rows.size == 0:
             return out
         for start in range(int(rows.min()), int(rows.max()) + 1, chunk_rows):
