@@ -33,7 +33,7 @@ import numpy as np
 import scipy.stats
 from threadpoolctl import threadpool_limits
 
-from brainalign.study.bootstrap import bootstrap_group_r, bootstrap_group_r_loop
+from brainalign.probe.bootstrap import bootstrap_group_r, bootstrap_group_r_loop
 from brainalign.study.comparisons import sign_flip_test
 
 

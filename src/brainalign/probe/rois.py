@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainalign.probe import scores
 from brainalign.utils.reading import read_file
 
 __all__ = [
@@ -180,6 +181,5 @@ def distance_from_v1(rois: pd.DataFrame, reference: str = "V1") -> pd.Series:
             f"ROI coordinates (x, y, z) missing for {no_coordinates}; give them in rois.csv "
             "or in the targets table"
         )
-    origin = coordinates[names.index(reference)]
-    distances = np.linalg.norm(coordinates - origin, axis=1)
-    return pd.Series(distances, index=pd.Index(names, name="roi"), name="distance_from_v1")
+    distances = scores.distance_from_v1(rois, reference=reference)  # the one computation
+    return distances.rename_axis("roi").rename("distance_from_v1")

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "MIN_PAIRS",
     "best_layer_depths",
     "distance_from_v1",
     "encoding_score",
@@ -32,6 +33,7 @@ __all__ = [
     "normalised_r",
     "pearson_r",
     "roi_scores",
+    "rowwise_pearson",
     "spatial_score",
     "t_max",
     "temporal_score",
@@ -91,6 +93,49 @@ def _pearson_r_torch(a: Any, b: Any, axis: int) -> Any:
     return torch.where(norm_product > 0, covariance / norm_product, nan)
 
 
+#: Fewest finite pairs a correlation is computed from (spatial and temporal scores).
+MIN_PAIRS = 3
+
+
+def rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r between ``x`` and ``y`` along the last axis, per row, NaN pairs dropped.
+
+    Parameters
+    ----------
+    x, y : ndarray of shapes broadcastable to (..., n)
+        Paired values; e.g. ``x`` of shape (n,) (ROI distances) and ``y`` of shape
+        (n_boot, n) (best depths per replicate).
+
+    Returns
+    -------
+    r : ndarray of shape (...)
+        Correlation of each row over its pairs where both values are finite; NaN (no warning)
+        where fewer than :data:`MIN_PAIRS` pairs remain or either side is constant over them.
+    """
+    x, y = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    usable = np.isfinite(x) & np.isfinite(y)  # (..., n)
+    n_pairs = usable.sum(axis=-1)  # (...)
+    x_zeroed = np.where(usable, x, 0.0)
+    y_zeroed = np.where(usable, y, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_mean = x_zeroed.sum(axis=-1, keepdims=True) / n_pairs[..., None]
+        y_mean = y_zeroed.sum(axis=-1, keepdims=True) / n_pairs[..., None]
+        x_centred = np.where(usable, x - x_mean, 0.0)
+        y_centred = np.where(usable, y - y_mean, 0.0)
+        covariance = (x_centred * y_centred).sum(axis=-1)
+        norm = np.sqrt((x_centred**2).sum(axis=-1) * (y_centred**2).sum(axis=-1))
+        r = covariance / norm
+    constant = _is_constant(x, usable) | _is_constant(y, usable)
+    return np.where((n_pairs >= MIN_PAIRS) & ~constant & (norm > 0), r, np.nan)
+
+
+def _is_constant(values: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """True for rows whose usable values are all equal (``np.ptp == 0``, as the probe checks)."""
+    highest = np.where(usable, values, -np.inf).max(axis=-1)
+    lowest = np.where(usable, values, np.inf).min(axis=-1)
+    return ~(highest > lowest)
+
+
 def _correlation_across(x: np.ndarray, y: np.ndarray, what: str) -> float:
     """Pearson r between two 1-D vectors, NaN (with a warning) when it is undefined.
 
@@ -121,7 +166,7 @@ def _correlation_across(x: np.ndarray, y: np.ndarray, what: str) -> float:
             stacklevel=3,
         )
         return float("nan")
-    return float(pearson_r(x, y))
+    return float(rowwise_pearson(x, y))
 
 
 def normalised_r(r: np.ndarray, axis: int | None = None) -> np.ndarray:

@@ -20,8 +20,8 @@ from typing import Literal
 import numpy as np
 import scipy.stats
 
-from brainalign.study._checks import check_count, paired_vectors
-from brainalign.study.correlation import MIN_PAIRS, rowwise_pearson
+from brainalign.probe.scores import MIN_PAIRS, rowwise_pearson
+from brainalign.utils.checks import check_count, paired_vectors
 
 __all__ = [
     "PermutationTest",

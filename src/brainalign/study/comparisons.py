@@ -27,7 +27,7 @@ import numpy as np
 import scipy
 import scipy.stats
 
-from brainalign.study._checks import check_count
+from brainalign.utils.checks import check_count
 
 __all__ = [
     "FDRResult",

@@ -3,9 +3,9 @@
 Definitions follow PAPERS.md, "Statistics a study report needs":
 
 - confidence intervals: percentile bootstrap over stimuli of the held-out predictions, no refit
-  (:mod:`brainalign.study.bootstrap`: :func:`resample_counts`, :func:`bootstrap_group_r`,
+  (:mod:`brainalign.probe.bootstrap`: :func:`resample_counts`, :func:`bootstrap_group_r`,
   :func:`percentile_interval`), and derived scores per replicate
-  (:mod:`brainalign.study.bootstrap_scores`);
+  (:mod:`brainalign.probe.bootstrap_scores`);
 - comparisons of two levels: Wilcoxon signed-rank across subjects, sign-flip permutation test
   across targets within a subject, Benjamini-Hochberg FDR over a family
   (:mod:`brainalign.study.comparisons`);
@@ -24,7 +24,7 @@ Run::
 
 from __future__ import annotations
 
-from brainalign.study.bootstrap import (
+from brainalign.probe.bootstrap import (
     Folds,
     GroupSpec,
     PercentileInterval,
@@ -36,7 +36,7 @@ from brainalign.study.bootstrap import (
     resample_counts,
     resample_indices,
 )
-from brainalign.study.bootstrap_scores import (
+from brainalign.probe.bootstrap_scores import (
     best_depth_replicates,
     bootstrap_encoding_score,
     bootstrap_half_time,
@@ -44,6 +44,7 @@ from brainalign.study.bootstrap_scores import (
     bootstrap_temporal_score,
     t_max_replicates,
 )
+from brainalign.probe.scores import rowwise_pearson
 from brainalign.study.chance import (
     PermutationTest,
     correlation_permutation_test,
@@ -58,7 +59,6 @@ from brainalign.study.comparisons import (
     sign_flip_test,
     wilcoxon_paired,
 )
-from brainalign.study.correlation import rowwise_pearson
 from brainalign.study.trends import TrendResult, trend_test
 
 __all__ = [

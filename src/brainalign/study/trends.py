@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.stats
 
-from brainalign.study._checks import paired_vectors
 from brainalign.study.comparisons import wilcoxon_paired
+from brainalign.utils.checks import paired_vectors
 
 __all__ = ["TrendResult", "trend_test"]
 

@@ -41,7 +41,7 @@ import numpy as np
 import scipy.sparse
 
 from brainalign.probe.scores import pearson_r
-from brainalign.study._checks import check_count
+from brainalign.utils.checks import check_count
 
 __all__ = [
     "Folds",

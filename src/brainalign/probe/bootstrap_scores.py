@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from brainalign.probe.chronology import HalfTimeDefinition, half_time
-from brainalign.study.correlation import rowwise_pearson
+from brainalign.probe.scores import rowwise_pearson
 
 __all__ = [
     "best_depth_replicates",
