@@ -21,7 +21,7 @@ formed.
 The resamples depend only on ``(n_stimuli, n_boot, seed, folds)``: every layer, checkpoint and model
 probed on the same stimuli (rows in the same order) gets the same resamples, so replicate ``b``
 of every layer and ROI comes from the same stimuli and derived scores (best depth, spatial
-score, half time) can be bootstrapped jointly (:mod:`brainalign.study.bootstrap_scores`).
+score, half time) can be bootstrapped jointly (:mod:`brainalign.probe.bootstrap_scores`).
 
 Run::
 

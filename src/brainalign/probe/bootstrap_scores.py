@@ -1,12 +1,12 @@
 """Derived scores per bootstrap replicate: best depths, spatial and temporal scores, half times.
 
-Inputs are replicates of group-mean R from :func:`brainalign.study.bootstrap.bootstrap_group_r`
+Inputs are replicates of group-mean R from :func:`brainalign.probe.bootstrap.bootstrap_group_r`
 stacked over layers (or checkpoints) with the same resamples, so replicate ``b`` of every layer
 comes from the same stimuli. Each function applies the probe's definition
 (:mod:`brainalign.probe.scores`, :func:`brainalign.probe.chronology.half_time`) to every
 replicate; the vectorised ones are checked against a loop over those functions in the tests.
 A replicate where a score is undefined is NaN (no warning), and
-:func:`brainalign.study.bootstrap.percentile_interval` counts those.
+:func:`brainalign.probe.bootstrap.percentile_interval` counts those.
 """
 
 from __future__ import annotations
