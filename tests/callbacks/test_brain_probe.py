@@ -207,3 +207,26 @@ def test_callback_skips_under_fast_dev_run(tmp_path, simulated):
     trainer.fit(DINOv3Module(dino_head=head, ibot_head=head), datamodule=data)
     assert callback.done_steps == []
     assert not list(tmp_path.rglob("chronology.parquet"))
+
+
+@pytest.mark.slow
+def test_bootstrap_probe_gives_intervals_and_half_time_intervals(tmp_path, simulated):
+    from brainalign.commands.chronology import load_runs, write_report
+
+    config = callback_config(simulated, log_figures=False)
+    config["init_args"]["probe"]["bootstrap"] = {"n_resamples": 40, "seed": 1}
+    run_fit(tmp_path, overrides=overrides(simulated, config))
+    run_dir = tmp_path / "runs" / "smoke"
+    chronology = pd.read_parquet(run_dir / "chronology.parquet")
+    scores = chronology[chronology["metric"].isin(["encoding_score", "spatial_score"])]
+    assert scores[["ci_low", "ci_high"]].notna().all().all()
+    assert (scores["ci_low"] <= scores["ci_high"]).all()
+    replicates = pd.read_parquet(run_dir / "chronology_replicates.parquet")
+    assert sorted(replicates["step"].unique()) == SCHEDULED
+    assert replicates.groupby(["step", "subject", "modality", "curve"]).size().eq(40).all()
+    tables, rois, resamples = load_runs([run_dir], ProbeConfig())
+    _, times = write_report(tables, rois, tmp_path / "report", overwrite=False, replicates=resamples)
+    assert {"half_time_ci_low", "half_time_ci_high", "n_resamples"} <= set(times.columns)
+    assert times["n_resamples"].eq(40).all()
+    finite = times.dropna(subset=["half_time_ci_low", "half_time_ci_high"])
+    assert len(finite) > 0 and (finite["half_time_ci_low"] <= finite["half_time_ci_high"]).all()

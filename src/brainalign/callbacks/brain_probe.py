@@ -52,7 +52,14 @@ from brainalign.callbacks.brain_logging import (
     tag_prefix,
 )
 from brainalign.callbacks.checkpoint_schedule import log_spaced_steps
-from brainalign.probe.chronology import append_chronology, truncate_chronology
+from brainalign.probe.chronology import (
+    CHRONOLOGY_FILE,
+    DEFAULT_PROBE_NAME,
+    append_chronology,
+    chronology_file,
+    replicates_file,
+    truncate_chronology,
+)
 from brainalign.probe.config import ProbeConfig
 from brainalign.probe.features import select_layers
 from brainalign.probe.formats import check_brain_spec
@@ -80,13 +87,12 @@ __all__ = [
     "chronology_file",
     "hparams_of_run",
     "probe_steps",
+    "replicates_file",
 ]
 
 log = logging.getLogger(__name__)
 
-CHRONOLOGY_FILE = "chronology.parquet"
 ROI_FOLDER = "brain_rois"
-DEFAULT_NAME = "brain"
 
 
 def probe_steps(
@@ -113,11 +119,6 @@ def probe_steps(
     if not fractions:
         raise ValueError("schedule='fractions' needs a non-empty list of fractions")
     return sorted({0} | {round(fraction * max_steps) for fraction in fractions})
-
-
-def chronology_file(name: str) -> str:
-    """``chronology.parquet`` for the default probe, ``chronology_<name>.parquet`` else."""
-    return CHRONOLOGY_FILE if name == DEFAULT_NAME else f"chronology_{name}.parquet"
 
 
 class BrainProbeCallback(Callback):
@@ -154,7 +155,7 @@ class BrainProbeCallback(Callback):
         *,
         probe: ProbeConfig | None = None,
         brain: list[str] | None = None,
-        name: str = DEFAULT_NAME,
+        name: str = DEFAULT_PROBE_NAME,
         network: Literal["teacher", "student"] = "teacher",
         schedule: Literal["log", "every", "fractions"] = "log",
         n_probes: int = 12,
@@ -249,6 +250,10 @@ class BrainProbeCallback(Callback):
             raise RuntimeError("the run folder is known once training has started")
         return self._run_dir / chronology_file(self.name)
 
+    @property
+    def replicates_path(self) -> Path:
+        return self.chronology_path.with_name(replicates_file(self.chronology_path.name))
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._run_dir = None
         self.run_dir(trainer)  # every rank, before any rank-0-only work
@@ -257,6 +262,7 @@ class BrainProbeCallback(Callback):
         if trainer.is_global_zero:
             # Rows written after the checkpoint we resumed from belong to steps to be redone.
             truncate_chronology(self.chronology_path, trainer.global_step)
+            truncate_chronology(self.replicates_path, trainer.global_step)
             self._write_roi_tables(self.run_dir(trainer))
         self._probe_if_due(trainer, pl_module)
 
@@ -421,6 +427,8 @@ class BrainProbeCallback(Callback):
             figures = self.log_figures and self._figures_due(trainer, step)
             log_scores(trainer, self.name, scores, values, step, fraction, run.rois, figures)
         append_chronology(chronology, run.table)
+        if not run.replicates.empty:
+            append_chronology(self.replicates_path, run.replicates)
         self._layout_written, self._hparams_written = log_layout_and_hparams(
             trainer,
             pl_module,

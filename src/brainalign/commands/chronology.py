@@ -58,7 +58,7 @@ def main(argv: Sequence[str]) -> None:
         out = runs[0] / "chronology_report" if len(runs) == 1 else Path("chronology_comparison")
     if out.exists() and not options.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    tables, rois = load_runs(runs, options.probe)
+    tables, rois, replicates = load_runs(runs, options.probe)
     if options.roi_properties:
         from brainalign.probe.rois import merge_roi_properties
 
@@ -66,7 +66,14 @@ def main(argv: Sequence[str]) -> None:
             subject: merge_roi_properties(table, options.roi_properties)
             for subject, table in rois.items()
         }
-    summary, times = write_report(tables, rois, out, overwrite=options.overwrite)
+    summary, times = write_report(
+        tables,
+        rois,
+        out,
+        overwrite=options.overwrite,
+        replicates=replicates,
+        level=options.probe.bootstrap.level,
+    )
     print_report(times, summary)
     print(f"wrote {out}/half_times.csv, summary.json and figures")
 
@@ -87,16 +94,17 @@ def _export_folders(path: Path) -> list[Path]:
     return exports
 
 
-def load_runs(runs: list[Path], config: Any) -> tuple[dict[str, pd.DataFrame], dict]:
-    """Chronology tables by run name and ROI tables by subject.
+def load_runs(runs: list[Path], config: Any) -> tuple[dict[str, pd.DataFrame], dict, dict]:
+    """Chronology tables by run name, ROI tables by subject, bootstrap resamples by run.
 
     ``config`` (a :class:`~brainalign.probe.config.ProbeConfig`) probes runs that hold exports
-    but no ``chronology.parquet``.
+    but no ``chronology.parquet``; resamples exist where the probe had a bootstrap.
     """
-    from brainalign.probe.chronology import read_chronology
+    from brainalign.probe.chronology import CHRONOLOGY_FILE, read_chronology, replicates_file
 
     tables: dict[str, pd.DataFrame] = {}
     rois: dict[str, pd.DataFrame] = {}
+    replicates: dict[str, pd.DataFrame] = {}
     targets = None
     for path in runs:
         if not path.exists():
@@ -104,8 +112,11 @@ def load_runs(runs: list[Path], config: Any) -> tuple[dict[str, pd.DataFrame], d
         name = _run_name(path)
         if name in tables:
             name = str(path)
-        if (path / "chronology.parquet").is_file():
-            tables[name] = read_chronology(path / "chronology.parquet")
+        if (path / CHRONOLOGY_FILE).is_file():
+            tables[name] = read_chronology(path / CHRONOLOGY_FILE)
+            resampled = path / replicates_file(CHRONOLOGY_FILE)
+            if resampled.is_file():
+                replicates[name] = pd.read_parquet(resampled)
             for csv in sorted((path / "brain_rois").glob("*.csv")):
                 rois.setdefault(csv.stem, pd.read_csv(csv))
             continue
@@ -124,12 +135,14 @@ def load_runs(runs: list[Path], config: Any) -> tuple[dict[str, pd.DataFrame], d
             from brainalign.probe.run import load_targets
 
             targets = load_targets(config)
-        tables[name] = probe_exports(exports, config, targets)
+        tables[name], resampled = probe_exports(exports, config, targets)
+        if not resampled.empty:
+            replicates[name] = resampled
         for target in targets:
             brain = target.brain
             if brain.modality == "fmri" and brain.rois is not None and not brain.rois.empty:
                 rois.setdefault(brain.subject, with_distance(brain.rois))
-    return tables, rois
+    return tables, rois, replicates
 
 
 def with_distance(rois: pd.DataFrame) -> pd.DataFrame:
@@ -141,14 +154,16 @@ def with_distance(rois: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def probe_exports(exports: list[Path], config: Any, targets: list) -> pd.DataFrame:
-    """Probe every export; the rows carry its step and fraction of training."""
+def probe_exports(
+    exports: list[Path], config: Any, targets: list
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Probe every export; the rows (and bootstrap resamples) carry its step and fraction."""
     from tqdm.auto import tqdm
 
     from brainalign.probe.config import ModelSource
     from brainalign.probe.run import probe_model
 
-    tables = []
+    tables, resamples = [], []
     for export in tqdm(exports, desc="probing exports", unit="checkpoint"):
         meta = json.loads((export / "meta.json").read_text())
         step = int(meta.get("step", 0))
@@ -161,13 +176,20 @@ def probe_exports(exports: list[Path], config: Any, targets: list) -> pd.DataFra
             extra_columns={"step": step, "train_fraction": fraction, "status": "ok", "error": ""},
         )
         tables.append(result.table)
-    return pd.concat(tables, ignore_index=True)
+        resamples.append(result.replicates)
+    return pd.concat(tables, ignore_index=True), pd.concat(resamples, ignore_index=True)
 
 
 def write_report(
-    tables: dict[str, pd.DataFrame], rois: dict[str, pd.DataFrame], out: Path, *, overwrite: bool
+    tables: dict[str, pd.DataFrame],
+    rois: dict[str, pd.DataFrame],
+    out: Path,
+    *,
+    overwrite: bool,
+    replicates: dict[str, pd.DataFrame] | None = None,
+    level: float = 0.95,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Half times, summary and figures into ``out`` (atomically)."""
+    """Half times (with bootstrap intervals when resamples exist), summary and figures."""
     import matplotlib.pyplot as plt
 
     from brainalign.probe.chronology import analyse
@@ -175,7 +197,7 @@ def write_report(
     from brainalign.probe.run import json_ready
     from brainalign.utils.atomic import atomic_directory
 
-    times, summary, curve_table = analyse(tables, rois)
+    times, summary, curve_table = analyse(tables, rois, replicates=replicates, level=level)
     with atomic_directory(out, overwrite=overwrite) as folder:
         times.to_csv(folder / "half_times.csv", index=False)
         curve_table.to_csv(folder / "curves.csv", index=False)

@@ -85,8 +85,8 @@ def run_demo(ns: argparse.Namespace) -> None:
     from brainalign.probe.config import ProbeConfig
 
     report = run_dir / "chronology_report"
-    tables, rois = load_runs([run_dir], ProbeConfig())
-    summary, times = write_report(tables, rois, report, overwrite=True)
+    tables, rois, replicates = load_runs([run_dir], ProbeConfig())
+    summary, times = write_report(tables, rois, report, overwrite=True, replicates=replicates)
     print("\n== Chronology of alignment (half time = fraction of training) ==")
     print_report(times, summary)
     print(f"\nTensorBoard logs: {run_dir}\n  open them with: tensorboard --logdir {run_dir.parent}")

@@ -45,6 +45,7 @@ from brainalign.utils.checks import check_count
 
 __all__ = [
     "Folds",
+    "GroupRAccumulator",
     "GroupSpec",
     "PercentileInterval",
     "bootstrap_group_r",
@@ -305,32 +306,107 @@ def bootstrap_group_r(
         )
     if not (np.isfinite(weights).all() and (weights >= 0).all()):
         raise ValueError("weights must be finite and non-negative (resample counts)")
-    weights = weights.astype(dtype, copy=False)
-    if len(folds) > 1:
-        fold_weights = [weights[:, fold] for fold in folds]  # (n_boot, n_fold) each
-    else:
-        fold_weights = [weights]
-    total_weights = [w.sum(axis=1, dtype=np.float64)[:, None] for w in fold_weights]
-    tolerance = 1000 * np.finfo(dtype).eps  # relative: a variance below this is zero
-    sums = np.zeros((weights.shape[0], membership.shape[1]))  # (n_boot, n_groups)
-    counts = np.zeros_like(sums)
+    accumulator = GroupRAccumulator(weights, folds, membership, dtype=dtype)
     for start in range(0, n_targets, target_batch):
         batch = slice(start, min(start + target_batch, n_targets))
-        r = 0.0
-        valid = True
-        for fold, fold_weight, total_weight in zip(folds, fold_weights, total_weights):
-            rows = fold if len(folds) > 1 else slice(None)
-            r_fold, variance_ratio = _resampled_r(
-                observed[rows, batch], predicted[rows, batch], fold_weight, total_weight
-            )  # (n_boot, n_batch) each
-            r = r + r_fold / len(folds)
-            valid = valid & (variance_ratio > tolerance)
-        r = np.where(valid, r, 0.0)
-        group_of = membership[batch]  # (n_batch, n_groups)
-        sums += (group_of.T @ r.T).T
-        counts += (group_of.T @ valid.T.astype(np.float64)).T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(counts > 0, sums / counts, np.nan)
+        for index, fold in enumerate(accumulator.folds):
+            accumulator.add(index, fold, batch, predicted[fold, batch], observed[fold, batch])
+    return accumulator.result()
+
+
+class GroupRAccumulator:
+    """Group-mean R per resample, accumulated from held-out predictions as they are made.
+
+    The ridge solver hands its predictions over one (outer fold, target batch) at a time
+    (``prediction_sink`` of :func:`brainalign.probe.ridge.fit_encoding`); once every fold of a
+    target batch has been added, that batch's R (mean over folds) is reduced into the group
+    sums, so no more than one batch of predictions is ever kept.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (n_boot, n_stimuli)
+        Resample counts (:func:`resample_counts` with the same ``folds``).
+    folds : list of ndarray of int
+        The outer folds' test indices, as :func:`check_folds` returns them.
+    membership : sparse matrix of shape (n_targets, n_groups), or GroupSpec
+        Which targets belong to which group (a group specification is converted with
+        :func:`group_index_sets`; give ``n_targets`` then).
+    n_targets : int, optional
+        Needed when ``membership`` is a group specification.
+    dtype : numpy float type
+        Precision of the resample sums.
+    """
+
+    def __init__(
+        self,
+        weights: np.ndarray,
+        folds: Sequence[np.ndarray],
+        membership: scipy.sparse.csr_array | GroupSpec,
+        *,
+        n_targets: int | None = None,
+        dtype: type[np.floating] = np.float64,
+    ) -> None:
+        if not scipy.sparse.issparse(membership):
+            if n_targets is None:
+                raise ValueError("n_targets is needed to read a group specification")
+            membership = _membership(group_index_sets(membership, n_targets), n_targets)
+        self.membership = membership
+        self.folds = [np.asarray(fold, dtype=np.int64) for fold in folds]
+        weights = np.asarray(weights).astype(dtype, copy=False)
+        self._fold_weights = [weights[:, fold] for fold in self.folds]  # (n_boot, n_fold) each
+        self._totals = [w.sum(axis=1, dtype=np.float64)[:, None] for w in self._fold_weights]
+        self._tolerance = 1000 * np.finfo(dtype).eps  # relative: a variance below this is zero
+        n_boot, n_groups = weights.shape[0], membership.shape[1]
+        self._sums = np.zeros((n_boot, n_groups))
+        self._counts = np.zeros((n_boot, n_groups))
+        self._pending: dict[tuple[int, int], list] = {}  # batch -> [r sum, valid, n folds]
+
+    def add(
+        self,
+        fold_index: int,
+        test_rows: np.ndarray,
+        targets: slice,
+        predicted: np.ndarray,
+        observed: np.ndarray,
+    ) -> None:
+        """Add the predictions of one fold for a batch of targets.
+
+        Parameters
+        ----------
+        fold_index : int
+        test_rows : ndarray of shape (n_test,)
+            Must be the fold's test rows, in the fold's order.
+        targets : slice
+            The batch's target columns.
+        predicted, observed : ndarray of shape (n_test, n_batch)
+        """
+        if not np.array_equal(np.asarray(test_rows), self.folds[fold_index]):
+            raise ValueError(
+                f"fold {fold_index}: the predictions' test rows are not the fold's (the "
+                "resamples were drawn for other folds)"
+            )
+        observed, predicted = _check_pair(observed, predicted)
+        r_fold, ratio = _resampled_r(
+            observed, predicted, self._fold_weights[fold_index], self._totals[fold_index]
+        )  # (n_boot, n_batch) each
+        key = (targets.start or 0, targets.stop)
+        entry = self._pending.setdefault(key, [0.0, True, 0])
+        entry[0] = entry[0] + r_fold / len(self.folds)
+        entry[1] = entry[1] & (ratio > self._tolerance)
+        entry[2] += 1
+        if entry[2] == len(self.folds):
+            del self._pending[key]
+            r = np.where(entry[1], entry[0], 0.0)
+            group_of = self.membership[targets]  # (n_batch, n_groups)
+            self._sums += (group_of.T @ r.T).T
+            self._counts += (group_of.T @ np.asarray(entry[1], dtype=np.float64).T).T
+
+    def result(self) -> np.ndarray:
+        """Mean R of each group's targets per resample, shape (n_boot, n_groups)."""
+        if self._pending:
+            raise RuntimeError(f"{len(self._pending)} target batches lack some folds")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self._counts > 0, self._sums / self._counts, np.nan)
 
 
 def _resampled_r(

@@ -29,6 +29,18 @@ from brainalign.utils.atomic import atomic_path
 
 HalfTimeDefinition = Literal["final", "rise"]
 CURVE_KEYS = ["run", "subject", "modality", "feature_kind", "curve"]
+CHRONOLOGY_FILE = "chronology.parquet"
+DEFAULT_PROBE_NAME = "brain"
+
+
+def chronology_file(name: str = DEFAULT_PROBE_NAME) -> str:
+    """``chronology.parquet`` for the default probe, ``chronology_<name>.parquet`` else."""
+    return CHRONOLOGY_FILE if name == DEFAULT_PROBE_NAME else f"chronology_{name}.parquet"
+
+
+def replicates_file(chronology: str = CHRONOLOGY_FILE) -> str:
+    """Where a chronology's bootstrap resamples go: ``chronology_replicates[_<name>].parquet``."""
+    return chronology.replace("chronology", "chronology_replicates", 1)
 
 
 # ---------------------------------------------------------------------- the file
@@ -250,9 +262,54 @@ def roi_correlations(
     return result
 
 
+def half_time_intervals(replicates: dict[str, pd.DataFrame], level: float = 0.95) -> pd.DataFrame:
+    """Bootstrap intervals of every half time, from the curves' resamples at each checkpoint.
+
+    Parameters
+    ----------
+    replicates : dict of run name to DataFrame
+        Rows subject, modality, feature_kind, curve, replicate, value, train_fraction (the
+        ``replicates`` of a probe per checkpoint, as the training callback writes them). The
+        same resamples at every checkpoint make each resample a curve over training.
+    level : float
+        Coverage of the percentile intervals.
+
+    Returns
+    -------
+    DataFrame with columns run, subject, modality, feature_kind, curve, half_time_ci_low,
+    half_time_ci_high, half_time_rise_ci_low, half_time_rise_ci_high, n_resamples
+    """
+    from brainalign.probe.bootstrap import percentile_interval
+    from brainalign.probe.bootstrap_scores import bootstrap_half_time
+
+    records = []
+    keys = ["subject", "modality", "feature_kind", "curve"]
+    for run, table in replicates.items():
+        for key, rows in table.groupby(keys, sort=False):
+            grid = rows.pivot_table(
+                index="replicate", columns="train_fraction", values="value", aggfunc="first"
+            )  # (n_resamples, n_checkpoints)
+            if grid.shape[1] < 2:
+                continue
+            record = {"run": run, **dict(zip(keys, key)), "n_resamples": int(grid.shape[0])}
+            fractions = grid.columns.to_numpy(dtype=np.float64)
+            for definition, name in (("final", "half_time"), ("rise", "half_time_rise")):
+                boot = bootstrap_half_time(grid.to_numpy(), fractions, definition)
+                interval = percentile_interval(boot, level)
+                record[f"{name}_ci_low"] = float(interval.low)
+                record[f"{name}_ci_high"] = float(interval.high)
+            records.append(record)
+    columns = [*CURVE_KEYS, "half_time_ci_low", "half_time_ci_high"]
+    columns += ["half_time_rise_ci_low", "half_time_rise_ci_high", "n_resamples"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
 def analyse(
     tables: dict[str, pd.DataFrame],
     rois: dict[str, pd.DataFrame] | None = None,
+    *,
+    replicates: dict[str, pd.DataFrame] | None = None,
+    level: float = 0.95,
 ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
     """Half times and correlations for several runs.
 
@@ -260,6 +317,9 @@ def analyse(
     ----------
     tables : dict of run name to chronology table
     rois : dict of subject to ROI table (``roi``, ``distance_from_v1``, properties), optional
+    replicates : dict of run name to the curves' bootstrap resamples, optional
+        Adds the half times' intervals (:func:`half_time_intervals`) as columns.
+    level : float
 
     Returns
     -------
@@ -273,6 +333,9 @@ def analyse(
         [curves(table, run) for run, table in tables.items()], ignore_index=True
     )
     times = half_times(curve_table)
+    if replicates:
+        intervals = half_time_intervals(replicates, level)
+        times = times.merge(intervals, on=CURVE_KEYS, how="left")
     summary: dict[str, Any] = {}
     for (run, subject, modality, kind), rows in times.groupby(
         ["run", "subject", "modality", "feature_kind"], sort=False

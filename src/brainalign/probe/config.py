@@ -31,6 +31,7 @@ __all__ = [
     "FEATURE_KINDS",
     "GRADIENT_LOSSES",
     "POOLINGS",
+    "BootstrapConfig",
     "EncodingConfig",
     "FeatureConfig",
     "ModelSource",
@@ -281,6 +282,32 @@ class EncodingConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BootstrapConfig:
+    """Confidence intervals by bootstrap over stimuli of the held-out predictions (no refit).
+
+    Parameters
+    ----------
+    n_resamples : int
+        Resamples of the stimuli (0: no intervals). Stimuli are drawn within each outer fold,
+        and R is averaged over folds as the point estimate is.
+    seed : int
+        Seed of the resamples: the same seed and stimuli give the same resamples for every
+        layer, checkpoint and model, so derived scores and half times are resampled jointly.
+    level : float
+        Coverage of the percentile intervals (``ci_low``, ``ci_high`` columns).
+    """
+
+    n_resamples: int = 0
+    seed: int = 0
+    level: float = 0.95
+
+    def __post_init__(self) -> None:
+        _check_positive_int("bootstrap.n_resamples", self.n_resamples, minimum=0)
+        if not 0.0 < float(self.level) < 1.0:
+            raise ValueError(f"bootstrap.level must be in (0, 1); got {self.level!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ProbeConfig:
     """Everything a probe needs besides the model: brain data, features, encoding, resources.
 
@@ -301,6 +328,8 @@ class ProbeConfig:
     meg_windows : list of (float, float)
         MEG windows in seconds reported as their own groups (default 80-130, 130-180,
         500-550 ms).
+    bootstrap : BootstrapConfig
+        Confidence intervals of every score (off by default).
     cache_dir : str, optional
         Feature cache folder (None or "" disables the cache).
     device : str
@@ -317,6 +346,7 @@ class ProbeConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     meg_windows: list[tuple[float, float]] = field(
         default_factory=lambda: [tuple(window) for window in DEFAULT_MEG_WINDOWS]
     )

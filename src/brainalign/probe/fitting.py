@@ -21,12 +21,38 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from brainalign.probe.bootstrap import GroupRAccumulator, resample_counts
 from brainalign.probe.brain_data import BrainData
 from brainalign.probe.config import EncodingConfig
-from brainalign.probe.ridge import fit_mapping
+from brainalign.probe.ridge import fit_mapping, outer_splits
 from brainalign.probe.scores import encoding_score, roi_scores
 
-__all__ = ["LayerFit", "fit_layer", "group_names"]
+__all__ = ["BootstrapPlan", "LayerFit", "fit_layer", "group_names"]
+
+
+@dataclass(frozen=True)
+class BootstrapPlan:
+    """The resamples of one data set's stimuli, shared by all its layers (and checkpoints).
+
+    Attributes
+    ----------
+    weights : ndarray of shape (n_boot, n_stimuli)
+        Resample counts, drawn within each outer fold.
+    folds : list of ndarray of int
+        The outer folds' test rows (those of :func:`~brainalign.probe.ridge.fit_encoding`).
+    """
+
+    weights: np.ndarray
+    folds: list[np.ndarray]
+
+    @classmethod
+    def draw(
+        cls, n_stimuli: int, config: EncodingConfig, n_resamples: int, seed: int
+    ) -> BootstrapPlan:
+        """Resamples for ``n_stimuli`` stimuli split into ``config``'s outer folds."""
+        splits = outer_splits(n_stimuli, config.n_folds, shuffle=config.shuffle, seed=config.seed)
+        folds = [np.asarray(test, dtype=np.int64) for _, test in splits]
+        return cls(resample_counts(n_stimuli, n_resamples, seed, folds), folds)
 
 
 @dataclass(frozen=True)
@@ -42,12 +68,18 @@ class LayerFit:
         Mean R over every target (encoding), or of the all-target decoder (decoding).
     group_r : ndarray of shape (n_groups,)
         R per ROI (fMRI, in :func:`group_names` order) or per time sample (MEG).
+    boot_overall_r : ndarray of shape (n_boot,), optional
+        ``overall_r`` in each bootstrap resample (with a :class:`BootstrapPlan`).
+    boot_group_r : ndarray of shape (n_boot, n_groups), optional
+        ``group_r`` in each bootstrap resample.
     """
 
     layer: int
     target_r: np.ndarray | None
     overall_r: float
     group_r: np.ndarray
+    boot_overall_r: np.ndarray | None = None
+    boot_group_r: np.ndarray | None = None
 
 
 def group_names(brain: BrainData) -> list[str]:
@@ -58,7 +90,12 @@ def group_names(brain: BrainData) -> list[str]:
 
 
 def fit_layer(
-    layer: int, features: np.ndarray, brain: BrainData, config: EncodingConfig
+    layer: int,
+    features: np.ndarray,
+    brain: BrainData,
+    config: EncodingConfig,
+    *,
+    bootstrap: BootstrapPlan | None = None,
 ) -> LayerFit:
     """Fit one layer's mapping to ``brain`` and keep its per-target and per-group R.
 
@@ -69,6 +106,9 @@ def fit_layer(
         Rows in ``brain.stimulus_ids`` order.
     brain : BrainData
     config : EncodingConfig
+    bootstrap : BootstrapPlan, optional
+        Also resample the held-out predictions (as the solver makes them) and keep the
+        overall and per-group R of every resample.
 
     Returns
     -------
@@ -83,16 +123,60 @@ def fit_layer(
     targets = brain.targets_matrix()  # (n_stimuli, n_targets)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # constant targets or dimensions: NaN
-        overall = fit_mapping(features, targets, config).r  # (n_targets,) or (n_features,)
         if config.direction == "encoding":
+            index_sets = [np.arange(targets.shape[1]), *_target_groups(brain)]  # all, groups
+            overall, boot = _fit(features, targets, config, bootstrap, index_sets)
             target_r = np.asarray(overall, dtype=np.float64)
             groups = _group_means(target_r, brain)
-            return LayerFit(layer, target_r, encoding_score(target_r), groups)
-        decoded = [
-            float(np.nanmean(fit_mapping(features, predictors, config).r))
-            for predictors in _group_predictors(brain)
-        ]
-        return LayerFit(layer, None, float(np.nanmean(overall)), np.asarray(decoded))
+            return LayerFit(
+                layer,
+                target_r,
+                encoding_score(target_r),
+                groups,
+                boot_overall_r=None if boot is None else boot[:, 0],
+                boot_group_r=None if boot is None else boot[:, 1:],
+            )
+        every = [np.arange(features.shape[1])]  # R averaged over all feature dimensions
+        overall, boot_overall = _fit(features, targets, config, bootstrap, every)
+        decoded = [_fit(features, part, config, bootstrap, every) for part in _predictors(brain)]
+        group_boot = None
+        if bootstrap is not None:
+            group_boot = np.concatenate([boot for _, boot in decoded], axis=1)
+        return LayerFit(
+            layer,
+            None,
+            float(np.nanmean(overall)),
+            np.asarray([float(np.nanmean(r)) for r, _ in decoded]),
+            boot_overall_r=None if boot_overall is None else boot_overall[:, 0],
+            boot_group_r=group_boot,
+        )
+
+
+def _fit(
+    features: np.ndarray,
+    brain: np.ndarray,
+    config: EncodingConfig,
+    bootstrap: BootstrapPlan | None,
+    index_sets: Sequence[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """R per target of one mapping, and the group means of its resamples (or None)."""
+    if bootstrap is None:
+        return fit_mapping(features, brain, config).r, None
+    n_targets = brain.shape[1] if config.direction == "encoding" else features.shape[1]
+    accumulator = GroupRAccumulator(
+        bootstrap.weights, bootstrap.folds, list(index_sets), n_targets=n_targets
+    )
+    result = fit_mapping(features, brain, config, prediction_sink=accumulator.add)
+    return result.r, accumulator.result()
+
+
+def _target_groups(brain: BrainData) -> list[np.ndarray]:
+    """The targets of each group: an ROI's voxels, or every channel at one MEG time sample."""
+    if brain.modality == "fmri":
+        roi_of_target = brain.targets["roi"].astype(str).to_numpy()
+        return [np.flatnonzero(roi_of_target == roi) for roi in group_names(brain)]
+    positions = brain.unflatten(np.arange(brain.n_targets))  # (n_channels, n_times)
+    return [positions[:, index].astype(np.int64) for index in range(positions.shape[1])]
 
 
 def _group_means(target_r: np.ndarray, brain: BrainData) -> np.ndarray:
@@ -103,7 +187,7 @@ def _group_means(target_r: np.ndarray, brain: BrainData) -> np.ndarray:
     return np.nanmean(brain.unflatten(target_r), axis=0)  # (n_channels, n_times) -> (n_times,)
 
 
-def _group_predictors(brain: BrainData) -> Sequence[np.ndarray]:
+def _predictors(brain: BrainData) -> Sequence[np.ndarray]:
     """The predictors of each decoder: one ROI's voxels, or all MEG channels at one time."""
     if brain.modality == "fmri":
         targets = brain.targets_matrix()

@@ -34,6 +34,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from brainalign.probe.bootstrap import percentile_interval
+from brainalign.probe.bootstrap_scores import (
+    best_depth_replicates,
+    bootstrap_encoding_score,
+    bootstrap_spatial_score,
+    bootstrap_temporal_score,
+    t_max_replicates,
+)
 from brainalign.probe.brain_data import BrainData
 from brainalign.probe.config import DEFAULT_MEG_WINDOWS, EncodingConfig
 from brainalign.probe.fitting import LayerFit, fit_layer, group_names
@@ -66,7 +74,12 @@ COLUMNS = [
     "time",
     "metric",
     "value",
+    "ci_low",
+    "ci_high",
 ]
+
+#: Columns of the bootstrap replicates of chronology curves (``ProbeScores.replicates``).
+REPLICATE_COLUMNS = ["subject", "modality", "feature_kind", "curve", "replicate", "value"]
 
 
 @dataclass
@@ -80,10 +93,17 @@ class ProbeScores:
     summary : dict
         ``encoding_score``, ``spatial_score`` / ``temporal_score`` (NaN when not computable),
         ``best_layer`` and per-ROI or per-layer details.
+    replicates : DataFrame
+        With a bootstrap: the value of every chronology curve (``encoding``,
+        ``spatial_score``, ``temporal_score``, ``roi/<ROI>``, ``window/<label>``) in every
+        resample (:data:`REPLICATE_COLUMNS`); empty otherwise.
     """
 
     table: pd.DataFrame
     summary: dict[str, Any]
+    replicates: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=REPLICATE_COLUMNS)
+    )
 
 
 def window_label(window: tuple[float, float]) -> str:
@@ -108,6 +128,9 @@ class _Rows:
     feature_kind: str
     rows: list[dict[str, Any]] = field(default_factory=list)
 
+    level: float = 0.95
+    curves: list[dict[str, Any]] = field(default_factory=list)
+
     def add(
         self,
         metric: str,
@@ -117,7 +140,13 @@ class _Rows:
         depth: float = math.nan,
         group: str = "all",
         time: float = math.nan,
+        replicates: np.ndarray | None = None,
     ) -> None:
+        """One row; ``replicates`` (n_boot,) of the value give its ``ci_low``/``ci_high``."""
+        low = high = math.nan
+        if replicates is not None:
+            interval = percentile_interval(replicates, self.level)
+            low, high = float(interval.low), float(interval.high)
         self.rows.append(
             {
                 "subject": self.subject,
@@ -129,8 +158,29 @@ class _Rows:
                 "time": float(time),
                 "metric": metric,
                 "value": float(value),
+                "ci_low": low,
+                "ci_high": high,
             }
         )
+
+    def add_curve(self, curve: str, replicates: np.ndarray | None) -> None:
+        """Keep the resamples of one chronology curve's value (for half-time intervals)."""
+        if replicates is None:
+            return
+        for index, value in enumerate(np.asarray(replicates, dtype=np.float64)):
+            self.curves.append(
+                {
+                    "subject": self.subject,
+                    "modality": self.modality,
+                    "feature_kind": self.feature_kind,
+                    "curve": curve,
+                    "replicate": index,
+                    "value": value,
+                }
+            )
+
+    def replicate_table(self) -> pd.DataFrame:
+        return pd.DataFrame.from_records(self.curves, columns=REPLICATE_COLUMNS)
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame.from_records(self.rows, columns=COLUMNS)
@@ -202,26 +252,32 @@ def summarise_fits(
     config: EncodingConfig,
     feature_kind: str = "activation",
     meg_windows: Sequence[tuple[float, float]] = DEFAULT_MEG_WINDOWS,
+    level: float = 0.95,
 ) -> ProbeScores:
     """The score table and summary of one subject from its per-layer fits.
 
     Parameters
     ----------
     fits : sequence of LayerFit
-        One per layer, any order (sorted by layer here).
+        One per layer, any order (sorted by layer here). When they carry bootstrap
+        resamples, every row gets ``ci_low``/``ci_high`` and the chronology curves' resamples
+        are kept in ``replicates``.
     depths : mapping of int to float
     brain : BrainData
     config : EncodingConfig
         Its ``direction`` says how the fits were made.
     feature_kind : str
     meg_windows : sequence of (start, end) in seconds
+    level : float
+        Coverage of the bootstrap intervals.
     """
     fits = sorted(fits, key=lambda fit: fit.layer)
     layers = [fit.layer for fit in fits]
     if not layers:
         raise ValueError("no layers to score: fits is empty")
     _check_depths(layers, depths)
-    rows = _Rows(brain.subject, brain.modality, feature_kind)
+    rows = _Rows(brain.subject, brain.modality, feature_kind, level=level)
+    boot = _Replicates.of(fits)
     overall = {fit.layer: fit.overall_r for fit in fits}
     best_layer = max(layers, key=lambda layer: overall[layer])
     summary: dict[str, Any] = {
@@ -241,20 +297,59 @@ def summarise_fits(
     ceiling = None
     if brain.noise_ceiling is not None and config.direction == "encoding":
         ceiling = _ceiling_fraction(brain.noise_ceiling)
-    for fit in fits:
-        rows.add("r", overall[fit.layer], layer=fit.layer, depth=depths[fit.layer])
+    for index, fit in enumerate(fits):
+        rows.add(
+            "r",
+            overall[fit.layer],
+            layer=fit.layer,
+            depth=depths[fit.layer],
+            replicates=boot.overall(index),
+        )
         if ceiling is not None:
             value = float(np.nanmean(fit.target_r / np.sqrt(ceiling)))
             rows.add("r_ceiling_normalised", value, layer=fit.layer, depth=depths[fit.layer])
     by_group = np.stack([fit.group_r for fit in fits])  # (n_layers, n_groups)
     if brain.modality == "fmri":
-        _fmri_rows(rows, summary, by_group, depths, layers, brain)
+        _fmri_rows(rows, summary, by_group, boot, depths, layers, brain)
         if ceiling is not None:
             _ceiling_rows(rows, fits, depths, brain, ceiling)
     else:
-        _meg_rows(rows, summary, by_group, depths, layers, brain.times, meg_windows)
-    rows.add("encoding_score", summary["encoding_score"])
-    return ProbeScores(table=_add_normalised(rows.table()), summary=summary)
+        _meg_rows(rows, summary, by_group, boot, depths, layers, brain.times, meg_windows)
+    encoding_replicates = boot.encoding_score()
+    rows.add("encoding_score", summary["encoding_score"], replicates=encoding_replicates)
+    rows.add_curve("encoding", encoding_replicates)
+    return ProbeScores(
+        table=_add_normalised(rows.table()), summary=summary, replicates=rows.replicate_table()
+    )
+
+
+@dataclass(frozen=True)
+class _Replicates:
+    """The bootstrap resamples of every layer's fit, stacked (or nothing without a bootstrap)."""
+
+    overall_r: np.ndarray | None  # (n_boot, n_layers)
+    group_r: np.ndarray | None  # (n_boot, n_layers, n_groups)
+
+    @classmethod
+    def of(cls, fits: Sequence[LayerFit]) -> _Replicates:
+        if any(fit.boot_overall_r is None or fit.boot_group_r is None for fit in fits):
+            return cls(None, None)
+        overall = np.stack([fit.boot_overall_r for fit in fits], axis=1)
+        return cls(overall, np.stack([fit.boot_group_r for fit in fits], axis=1))
+
+    def overall(self, layer_index: int) -> np.ndarray | None:
+        return None if self.overall_r is None else self.overall_r[:, layer_index]
+
+    def group(self, layer_index: int, group_index: int | np.ndarray) -> np.ndarray | None:
+        if self.group_r is None:
+            return None
+        values = self.group_r[:, layer_index, group_index]
+        return values if np.ndim(group_index) == 0 else np.nanmean(values, axis=-1)
+
+    def encoding_score(self) -> np.ndarray | None:
+        if self.overall_r is None:
+            return None
+        return bootstrap_encoding_score(self.overall_r)
 
 
 def _ceiling_rows(
@@ -283,6 +378,7 @@ def _fmri_rows(
     rows: _Rows,
     summary: dict[str, Any],
     r_by_roi: np.ndarray,
+    boot: _Replicates,
     depths: Mapping[int, float],
     layers: list[int],
     brain: BrainData,
@@ -291,11 +387,27 @@ def _fmri_rows(
     roi_names = group_names(brain)
     for i, layer in enumerate(layers):
         for j, roi in enumerate(roi_names):
-            rows.add("r", r_by_roi[i, j], layer=layer, depth=depths[layer], group=roi)
+            replicates = boot.group(i, j)
+            rows.add(
+                "r",
+                r_by_roi[i, j],
+                layer=layer,
+                depth=depths[layer],
+                group=roi,
+                replicates=replicates,
+            )
     depth_array = np.array([depths[layer] for layer in layers], dtype=np.float64)
     best = best_layer_depths(r_by_roi, depth_array)  # (n_rois,)
-    for roi, value in zip(roi_names, best):
-        rows.add("best_depth", value, group=roi)
+    boot_best = None if boot.group_r is None else best_depth_replicates(boot.group_r, depth_array)
+    for j, (roi, value) in enumerate(zip(roi_names, best)):
+        rows.add(
+            "best_depth",
+            value,
+            group=roi,
+            replicates=None if boot_best is None else boot_best[:, j],
+        )
+        if boot.group_r is not None:  # the ROI's curve: its best layer's R
+            rows.add_curve(f"roi/{roi}", np.nanmax(boot.group_r[:, :, j], axis=1))
     summary["roi_best_depth"] = dict(zip(roi_names, map(float, best)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN ROI stays NaN
@@ -303,6 +415,7 @@ def _fmri_rows(
     summary["spatial_score"] = math.nan
     gradient = rows.feature_kind == "gradient"
     rois = brain.rois
+    spatial_replicates = None
     if rois is None or rois.empty or "V1" not in set(rois["roi"].astype(str)):
         summary["spatial_score_note"] = "not computed: the ROI table has no V1"
     elif len(roi_names) < 3:
@@ -315,8 +428,11 @@ def _fmri_rows(
             if gradient:  # backward order: relative depth 1 - depth
                 backward = best_layer_depths(r_by_roi, 1.0 - depth_array)
                 summary["spatial_score_backward_order"] = float(spatial_score(distance, backward))
+        if boot.group_r is not None:
+            spatial_replicates = bootstrap_spatial_score(boot.group_r, depth_array, distance)
         summary["roi_distance_from_v1"] = dict(zip(roi_names, map(float, distance)))
-    rows.add("spatial_score", summary["spatial_score"])
+    rows.add("spatial_score", summary["spatial_score"], replicates=spatial_replicates)
+    rows.add_curve("spatial_score", spatial_replicates)
     if gradient:
         value = summary.setdefault("spatial_score_backward_order", math.nan)
         rows.add("spatial_score_backward_order", value)
@@ -326,6 +442,7 @@ def _meg_rows(
     rows: _Rows,
     summary: dict[str, Any],
     courses: np.ndarray,
+    boot: _Replicates,
     depths: Mapping[int, float],
     layers: list[int],
     times: np.ndarray,
@@ -337,17 +454,31 @@ def _meg_rows(
     each time sample (decoding).
     """
     times = np.asarray(times, dtype=np.float64)
+    inside = {window: (times >= window[0]) & (times <= window[1]) for window in meg_windows}
     for i, layer in enumerate(layers):
-        for t, value in zip(times, courses[i]):
-            rows.add("r", value, layer=layer, depth=depths[layer], group="time", time=t)
-        for window in meg_windows:
-            inside = (times >= window[0]) & (times <= window[1])
-            value = float(np.nanmean(courses[i, inside])) if np.any(inside) else math.nan
-            rows.add("r", value, layer=layer, depth=depths[layer], group=window_label(window))
+        for index, (t, value) in enumerate(zip(times, courses[i])):
+            rows.add(
+                "r", value, layer=layer, depth=depths[layer], group="time", time=t,
+                replicates=boot.group(i, index),
+            )  # fmt: skip
+        for window, mask in inside.items():
+            value = float(np.nanmean(courses[i, mask])) if np.any(mask) else math.nan
+            replicates = boot.group(i, np.flatnonzero(mask)) if np.any(mask) else None
+            label = window_label(window)
+            rows.add(
+                "r", value, layer=layer, depth=depths[layer], group=label, replicates=replicates
+            )
+    if boot.group_r is not None:  # each window's curve: its best layer's mean R in the window
+        for window, mask in inside.items():
+            if np.any(mask):
+                in_window = np.nanmean(boot.group_r[:, :, mask], axis=2)  # (n_boot, n_layers)
+                rows.add_curve(f"window/{window_label(window)}", np.nanmax(in_window, axis=1))
     depth_array = np.array([depths[layer] for layer in layers], dtype=np.float64)
     peak_times = t_max(courses, times)  # (n_layers,)
-    for layer, value in zip(layers, peak_times):
-        rows.add("t_max", value, group=f"layer_{layer}")
+    boot_peaks = None if boot.group_r is None else t_max_replicates(boot.group_r, times)
+    for i, (layer, value) in enumerate(zip(layers, peak_times)):
+        replicates = None if boot_peaks is None else boot_peaks[:, i]
+        rows.add("t_max", value, group=f"layer_{layer}", replicates=replicates)
     enough = len(layers) >= 3
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -356,10 +487,14 @@ def _meg_rows(
             backward = float(temporal_score(1.0 - depth_array, peak_times)) if enough else math.nan
             summary["temporal_score_backward_order"] = backward
             rows.add("temporal_score_backward_order", backward)
+    temporal_replicates = None
+    if boot.group_r is not None and enough:
+        temporal_replicates = bootstrap_temporal_score(boot.group_r, depth_array, times)
     summary["temporal_score"] = score
     summary["t_max"] = [float(value) for value in peak_times]
     summary["times"] = times.tolist()
-    rows.add("temporal_score", score)
+    rows.add("temporal_score", score, replicates=temporal_replicates)
+    rows.add_curve("temporal_score", temporal_replicates)
 
 
 def _add_normalised(table: pd.DataFrame) -> pd.DataFrame:
@@ -374,6 +509,7 @@ def _add_normalised(table: pd.DataFrame) -> pd.DataFrame:
     keys = ["subject", "modality", "feature_kind", "group", "time"]
     normalised = r_rows.copy()
     normalised["metric"] = "r_normalised"
+    normalised[["ci_low", "ci_high"]] = math.nan  # intervals are those of r, not of the ratio
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # reported as NaN rows
         normalised["value"] = r_rows.groupby(keys, dropna=False)["value"].transform(

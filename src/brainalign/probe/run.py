@@ -313,13 +313,19 @@ def fit_targets(
     from tqdm.auto import tqdm
 
     from brainalign.probe.features import reduce_features
-    from brainalign.probe.fitting import fit_layer
+    from brainalign.probe.fitting import BootstrapPlan, fit_layer
 
     index, count = share
     fits: dict[tuple[int, str], list[Any]] = {}
+    resamples = config.bootstrap.n_resamples
     for group, group_features in zip(groups, features):
         for target_index, rows in group.rows.items():
             target = targets[target_index]
+            plan = None
+            if resamples:  # one draw per data set: every layer and kind shares the resamples
+                plan = BootstrapPlan.draw(
+                    target.brain.n_stimuli, config.encoding, resamples, config.bootstrap.seed
+                )
             for kind, by_layer in group_features.items():
                 layers = sorted(by_layer)[index::count]
                 selected = {layer: by_layer[layer][rows] for layer in layers}
@@ -328,7 +334,7 @@ def fit_targets(
                 _check_finite_features(selected, kind, target.spec)
                 name = f"ridge {target.brain.subject}/{target.brain.modality}/{kind}"
                 fits[(target_index, kind)] = [
-                    fit_layer(layer, selected[layer], target.brain, config.encoding)
+                    fit_layer(layer, selected[layer], target.brain, config.encoding, bootstrap=plan)
                     for layer in tqdm(layers, desc=name, disable=not progress)
                 ]
     return fits
@@ -356,12 +362,16 @@ class ProbeRun:
         Each fMRI subject's ROI table (for brain maps and chronology).
     scores : list of ProbeScores
         Per (data set, feature kind), in the order of ``results``.
+    replicates : DataFrame
+        Bootstrap resamples of the chronology curves (empty without a bootstrap); written
+        as ``replicates.parquet``.
     """
 
     table: pd.DataFrame
     summary: dict[str, Any]
     rois: dict[str, pd.DataFrame]
     scores: list[Any] = field(default_factory=list)
+    replicates: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def write(self, out: str | Path, *, overwrite: bool = False) -> Path:
         """``scores.parquet``, ``summary.json`` and ``figures/`` into ``out`` (atomically)."""
@@ -371,6 +381,8 @@ class ProbeRun:
         out = Path(out)
         with atomic_directory(out, overwrite=overwrite) as folder:
             self.table.to_parquet(folder / "scores.parquet", index=False)
+            if not self.replicates.empty:
+                self.replicates.to_parquet(folder / "replicates.parquet", index=False)
             (folder / "summary.json").write_text(json.dumps(json_ready(self.summary), indent=2))
             for (subject, modality, kind), rows in self.table.groupby(
                 ["subject", "modality", "feature_kind"], sort=False
@@ -427,6 +439,7 @@ def summarise(
                     config=config.encoding,
                     feature_kind=kind,
                     meg_windows=config.meg_windows,
+                    level=config.bootstrap.level,
                 )
             )
         brain = target.brain
@@ -434,6 +447,8 @@ def summarise(
             rois[brain.subject] = brain.rois
     table = pd.concat([score.table for score in scores], ignore_index=True)
     table = table.assign(model=model_name, **dict(extra_columns or {}))
+    replicates = pd.concat([score.replicates for score in scores], ignore_index=True)
+    replicates = replicates.assign(model=model_name, **dict(extra_columns or {}))
     summary: dict[str, Any] = {
         "model": model_name,
         "architecture": architecture,
@@ -443,7 +458,7 @@ def summarise(
     }
     if objective is not None:
         summary["gradient_objective"] = objective.identity
-    return ProbeRun(table=table, summary=summary, rois=rois, scores=scores)
+    return ProbeRun(table=table, summary=summary, rois=rois, scores=scores, replicates=replicates)
 
 
 # ---------------------------------------------------------------------------- one call
