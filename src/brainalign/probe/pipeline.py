@@ -56,6 +56,7 @@ from brainalign.probe.scores import (
 
 __all__ = [
     "COLUMNS",
+    "INTERVAL_COLUMNS",
     "DEFAULT_MEG_WINDOWS",
     "EncodingConfig",
     "ProbeScores",
@@ -74,9 +75,10 @@ COLUMNS = [
     "time",
     "metric",
     "value",
-    "ci_low",
-    "ci_high",
 ]
+
+#: Added to :data:`COLUMNS` when the probe has a bootstrap: the percentile interval of a row.
+INTERVAL_COLUMNS = ["ci_low", "ci_high"]
 
 #: Columns of the bootstrap replicates of chronology curves (``ProbeScores.replicates``).
 REPLICATE_COLUMNS = ["subject", "modality", "feature_kind", "curve", "replicate", "value"]
@@ -129,6 +131,7 @@ class _Rows:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     level: float = 0.95
+    with_intervals: bool = False
     curves: list[dict[str, Any]] = field(default_factory=list)
 
     def add(
@@ -183,7 +186,8 @@ class _Rows:
         return pd.DataFrame.from_records(self.curves, columns=REPLICATE_COLUMNS)
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame.from_records(self.rows, columns=COLUMNS)
+        columns = COLUMNS + INTERVAL_COLUMNS if self.with_intervals else COLUMNS
+        return pd.DataFrame.from_records(self.rows, columns=columns)
 
 
 def score_layers(
@@ -276,8 +280,14 @@ def summarise_fits(
     if not layers:
         raise ValueError("no layers to score: fits is empty")
     _check_depths(layers, depths)
-    rows = _Rows(brain.subject, brain.modality, feature_kind, level=level)
     boot = _Replicates.of(fits)
+    rows = _Rows(
+        brain.subject,
+        brain.modality,
+        feature_kind,
+        level=level,
+        with_intervals=boot.overall_r is not None,
+    )
     overall = {fit.layer: fit.overall_r for fit in fits}
     best_layer = max(layers, key=lambda layer: overall[layer])
     summary: dict[str, Any] = {
@@ -509,7 +519,8 @@ def _add_normalised(table: pd.DataFrame) -> pd.DataFrame:
     keys = ["subject", "modality", "feature_kind", "group", "time"]
     normalised = r_rows.copy()
     normalised["metric"] = "r_normalised"
-    normalised[["ci_low", "ci_high"]] = math.nan  # intervals are those of r, not of the ratio
+    if "ci_low" in normalised:  # intervals are those of r, not of the ratio
+        normalised[INTERVAL_COLUMNS] = math.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # reported as NaN rows
         normalised["value"] = r_rows.groupby(keys, dropna=False)["value"].transform(
