@@ -225,7 +225,9 @@ def test_bootstrap_probe_gives_intervals_and_half_time_intervals(tmp_path, simul
     assert sorted(replicates["step"].unique()) == SCHEDULED
     assert replicates.groupby(["step", "subject", "modality", "curve"]).size().eq(40).all()
     tables, rois, resamples = load_runs([run_dir], ProbeConfig())
-    _, times = write_report(tables, rois, tmp_path / "report", overwrite=False, replicates=resamples)
+    _, times = write_report(
+        tables, rois, tmp_path / "report", overwrite=False, replicates=resamples
+    )
     assert {"half_time_ci_low", "half_time_ci_high", "n_resamples"} <= set(times.columns)
     assert times["n_resamples"].eq(40).all()
     finite = times.dropna(subset=["half_time_ci_low", "half_time_ci_high"])

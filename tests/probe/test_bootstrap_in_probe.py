@@ -92,11 +92,15 @@ def test_intervals_of_every_score_and_curve_resamples(subject, modality):
     assert row["ci_low"] > 0.5  # the planted hierarchy is far from chance
     curves = set(scores.replicates["curve"])
     assert {"encoding", score} <= curves
-    expected = {f"roi/{roi}" for roi in brain.rois["roi"]} if modality == "fmri" else {
-        "window/80-130ms",
-        "window/130-180ms",
-        "window/500-550ms",
-    }
+    expected = (
+        {f"roi/{roi}" for roi in brain.rois["roi"]}
+        if modality == "fmri"
+        else {
+            "window/80-130ms",
+            "window/130-180ms",
+            "window/500-550ms",
+        }
+    )
     assert expected <= curves
     assert scores.replicates.groupby("curve").size().eq(100).all()
     # the ratio rows carry no interval of their own

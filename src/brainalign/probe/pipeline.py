@@ -56,8 +56,8 @@ from brainalign.probe.scores import (
 
 __all__ = [
     "COLUMNS",
-    "INTERVAL_COLUMNS",
     "DEFAULT_MEG_WINDOWS",
+    "INTERVAL_COLUMNS",
     "EncodingConfig",
     "ProbeScores",
     "score_layers",
