@@ -27,6 +27,10 @@ JSONARGPARSE_SUBCOMMANDS = {
         "brainalign.commands.chronology",
         "half times of alignment over training, for one or several runs",
     ),
+    "study": (
+        "brainalign.commands.study",
+        "run a factorial study (grid of runs) and compare its runs with statistics",
+    ),
 }
 
 #: Errors of the offline subcommands that describe bad input (named file, field or id): shown

@@ -59,12 +59,12 @@ from brainalign.probe.chronology import (
     chronology_file,
     replicates_file,
     truncate_chronology,
+    write_roi_tables,
 )
 from brainalign.probe.config import ProbeConfig
 from brainalign.probe.features import select_layers
 from brainalign.probe.formats import check_brain_spec
 from brainalign.probe.models import DinoProbeModel
-from brainalign.probe.rois import distance_from_v1
 from brainalign.probe.run import (
     FeatureSet,
     ProbeTarget,
@@ -79,7 +79,6 @@ from brainalign.probe.run import (
 )
 from brainalign.probe.stimuli import StimulusSet
 from brainalign.train.gradient_objective import DinoGradientObjective
-from brainalign.utils.atomic import atomic_path
 
 __all__ = [
     "CHRONOLOGY_FILE",
@@ -91,8 +90,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-ROI_FOLDER = "brain_rois"
 
 
 def probe_steps(
@@ -263,29 +260,13 @@ class BrainProbeCallback(Callback):
             # Rows written after the checkpoint we resumed from belong to steps to be redone.
             truncate_chronology(self.chronology_path, trainer.global_step)
             truncate_chronology(self.replicates_path, trainer.global_step)
-            self._write_roi_tables(self.run_dir(trainer))
+            write_roi_tables(self._targets or [], self.run_dir(trainer))
         self._probe_if_due(trainer, pl_module)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
     ) -> None:
         self._probe_if_due(trainer, pl_module)
-
-    def _write_roi_tables(self, run_dir: Path) -> None:
-        """``<run>/brain_rois/<subject>.csv``: ROI centroids, distance from V1, properties.
-
-        ``brainalign chronology`` reads them to correlate ROI half times with distance and
-        properties without reloading the brain data.
-        """
-        for target in self._targets or []:
-            rois = target.brain.rois
-            if target.brain.modality != "fmri" or rois is None or rois.empty:
-                continue
-            table = rois.copy()
-            if "V1" in set(table["roi"].astype(str)):
-                table["distance_from_v1"] = table["roi"].map(distance_from_v1(table))
-            with atomic_path(run_dir / ROI_FOLDER / f"{target.brain.subject}.csv") as temporary:
-                table.to_csv(temporary, index=False)
 
     @staticmethod
     def _skipped(trainer: L.Trainer) -> bool:

@@ -277,7 +277,9 @@ def half_time_intervals(replicates: dict[str, pd.DataFrame], level: float = 0.95
     Returns
     -------
     DataFrame with columns run, subject, modality, feature_kind, curve, half_time_ci_low,
-    half_time_ci_high, half_time_rise_ci_low, half_time_rise_ci_high, n_resamples
+    half_time_ci_high, half_time_rise_ci_low, half_time_rise_ci_high, n_resamples and
+    half_time_defined (the share of resamples whose curve reaches half its final value: the
+    interval describes those)
     """
     from brainalign.probe.bootstrap import percentile_interval
     from brainalign.probe.bootstrap_scores import bootstrap_half_time
@@ -298,9 +300,12 @@ def half_time_intervals(replicates: dict[str, pd.DataFrame], level: float = 0.95
                 interval = percentile_interval(boot, level)
                 record[f"{name}_ci_low"] = float(interval.low)
                 record[f"{name}_ci_high"] = float(interval.high)
+                if definition == "final":
+                    record["half_time_defined"] = float(np.isfinite(boot).mean())
             records.append(record)
     columns = [*CURVE_KEYS, "half_time_ci_low", "half_time_ci_high"]
     columns += ["half_time_rise_ci_low", "half_time_rise_ci_high", "n_resamples"]
+    columns += ["half_time_defined"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
@@ -379,3 +384,26 @@ def analyse(
 def _none_if_nan(value: Any) -> float | None:
     value = float(value)
     return None if math.isnan(value) else value
+
+
+ROI_FOLDER = "brain_rois"
+
+
+def write_roi_tables(targets: Sequence[Any], run_dir: str | Path) -> None:
+    """``<run>/brain_rois/<subject>.csv``: ROI centroids, distance from V1, properties.
+
+    ``brainalign chronology`` and study reports read them to correlate ROI half times with
+    distance and properties without reloading the brain data. ``targets`` are the probe's
+    :class:`~brainalign.probe.run.ProbeTarget` objects.
+    """
+    from brainalign.probe.rois import distance_from_v1
+
+    for target in targets:
+        rois = target.brain.rois
+        if target.brain.modality != "fmri" or rois is None or rois.empty:
+            continue
+        table = rois.copy()
+        if "V1" in set(table["roi"].astype(str)):
+            table["distance_from_v1"] = table["roi"].map(distance_from_v1(table))
+        with atomic_path(Path(run_dir) / ROI_FOLDER / f"{target.brain.subject}.csv") as temporary:
+            table.to_csv(temporary, index=False)

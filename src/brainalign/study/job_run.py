@@ -192,6 +192,7 @@ class BrainalignJob(submitit.helpers.Checkpointable):
             name=self.spec.name,
             job_id=job_id,
             host=socket.gethostname(),
+            pid=os.getpid(),
             start=now_utc(),
             end=None,
             error=None,

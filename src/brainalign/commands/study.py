@@ -1,0 +1,110 @@
+"""``brainalign study``: declare a grid of runs in one file, run it, and compare the runs.
+
+    brainalign study run configs/studies/demo.yaml        # make, submit and finish every run
+    brainalign study run configs/studies/demo.yaml --no-wait   # SLURM: submit and return
+    brainalign study status studies/demo                  # the study table
+    brainalign study report studies/demo                  # tables, statistics, figures, report.md
+
+``run`` is idempotent (finished runs are skipped, interrupted ones resumed, failed ones
+resubmitted): run it again after a crash. ``probe-exports RUN`` is the after-training probe
+job of one run (the study submits it; it can also be run by hand).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="brainalign study",
+        description="Factorial studies: a grid of training runs and/or model probes over named "
+        "factors, launched locally or on SLURM, compared with confidence intervals and tests.",
+        allow_abbrev=False,
+    )
+    commands = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    run = commands.add_parser("run", help="make and run every cell of a study file")
+    run.add_argument("study", help="the study YAML file")
+    run.add_argument("--out", help="study folder (default: the file's directory: or studies/NAME)")
+    run.add_argument(
+        "--no-wait", action="store_true", help="submit and return (run again for the probes)"
+    )
+    status = commands.add_parser("status", help="print the study table")
+    status.add_argument("folder", help="the study folder")
+    report = commands.add_parser("report", help="tables, statistics, figures and report.md")
+    report.add_argument("folder", help="the study folder")
+    report.add_argument("--out", help="report folder (default: FOLDER/report)")
+    report.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    exports = commands.add_parser("probe-exports", help="probe one run's teacher exports")
+    exports.add_argument("run", help="a run folder of a study")
+    return parser
+
+
+def main(argv: Sequence[str]) -> None:
+    """Run ``brainalign study`` on ``argv`` (the arguments after ``study``)."""
+    parser = build_parser()
+    options = parser.parse_args(list(argv))
+    if options.action == "run":
+        from brainalign.study.config import load_study
+        from brainalign.study.orchestrate import run_study
+        from brainalign.study.table import format_table
+
+        study = load_study(options.study)
+        folder = Path(options.out) if options.out else study.folder
+        table = run_study(study, study_dir=folder, wait=not options.no_wait)
+        print(format_table(table))
+        print(f"study table: {folder}/study.parquet; compare: brainalign study report {folder}")
+    elif options.action == "status":
+        from brainalign.study.table import format_table, read_table
+
+        print(format_table(read_table(Path(options.folder))))
+    elif options.action == "report":
+        from brainalign.study.report import write_report
+
+        out = write_report(
+            Path(options.folder),
+            out=Path(options.out) if options.out else None,
+            overwrite=options.overwrite,
+        )
+        print(f"wrote {out}/report.md, tables and figures")
+    else:
+        probe_exports(Path(options.run))
+
+
+def probe_exports(run_dir: Path) -> None:
+    """Probe every teacher export of a study run with the run's probe block.
+
+    Writes ``<run>/probe_exports/chronology.parquet`` (and the bootstrap resamples, and the
+    ROI tables): the same tables the training callback writes.
+    """
+    import pandas as pd
+
+    from brainalign.commands.chronology import _export_folders
+    from brainalign.commands.chronology import probe_exports as probe_all
+    from brainalign.commands.probe_options import parse, probe_parser
+    from brainalign.probe.chronology import CHRONOLOGY_FILE, replicates_file, write_roi_tables
+    from brainalign.probe.run import load_targets
+    from brainalign.utils.atomic import atomic_path
+
+    probe_file = run_dir / "inputs" / "probe.yaml"
+    if not probe_file.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a study run folder: no {probe_file}")
+    exports = _export_folders(run_dir)
+    if not exports:
+        raise FileNotFoundError(f"{run_dir} has no teacher exports to probe (exports/step_*)")
+    _, options = parse(
+        probe_parser("probe-exports", "", with_model=False), ["--config", str(probe_file)]
+    )
+    targets = load_targets(options.probe)
+    table, replicates = probe_all(exports, options.probe, targets)
+    out = run_dir / "probe_exports"
+    out.mkdir(exist_ok=True)
+    with atomic_path(out / CHRONOLOGY_FILE) as temporary:
+        table.to_parquet(temporary, index=False)
+    if isinstance(replicates, pd.DataFrame) and not replicates.empty:
+        with atomic_path(out / replicates_file()) as temporary:
+            replicates.to_parquet(temporary, index=False)
+    write_roi_tables(targets, out)
+    print(f"probed {len(exports)} exports of {run_dir}: {out}/{CHRONOLOGY_FILE}")
