@@ -165,5 +165,5 @@ def merge_mappings(base: Mapping[str, Any], delta: Mapping[str, Any]) -> dict[st
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""
