@@ -214,12 +214,18 @@ def run_study(
     factors = list(study.factors)
     try:
         due = [plan.job for plan in plans if _due(plan.run_dir, launcher)]
+        running = [plan for plan in plans if _alive(read_job_status(plan.run_dir) or {}, launcher)]
         if progress:
-            print(f"[study {study.name}] {len(plans)} runs, {len(due)} to submit ({study_dir})")
+            print(
+                f"[study {study.name}] {len(plans)} runs, {len(due)} to submit, "
+                f"{len(running)} still queued or running ({study_dir})"
+            )
         ids = _submit(launcher, due)
         write_table(build_table(plans, factors), study_dir)
-        if wait and ids:
-            launcher.wait(ids)
+        if wait:
+            if ids:
+                launcher.wait(ids)
+            _wait_for(running, launcher)
         if study.probing.after_training and wait:
             _probe_after_training(plans, launcher, progress)
     finally:
@@ -229,6 +235,14 @@ def run_study(
     table = build_table(plans, factors)
     write_table(table, study_dir)
     return table
+
+
+def _wait_for(plans: Sequence[RunPlan], launcher: Any, poll_s: float = 2.0) -> None:
+    """Wait for runs whose jobs an earlier ``study run`` submitted (queued or running)."""
+    import time
+
+    while any(_alive(read_job_status(plan.run_dir) or {}, launcher) for plan in plans):
+        time.sleep(poll_s)
 
 
 def _probe_after_training(plans: Sequence[RunPlan], launcher: Any, progress: bool) -> None:
