@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo demo-long lint bench clean
+.PHONY: install test test-fast demo demo-long study-demo lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,14 @@ demo: $(STAMP)
 demo-long: $(STAMP)
 	$(BIN)/brainalign demo --preset long
 
+# The embedded default study: 2 sizes x 2 image types on the simulated subject, then its report.
+study-demo: $(STAMP)
+	[ -f data/simulated/truth.json ] || $(BIN)/brainalign simulate --out data/simulated
+	$(BIN)/brainalign study run configs/studies/demo.yaml
+	$(BIN)/brainalign study report studies/demo --overwrite
+
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs studies .pytest_cache
