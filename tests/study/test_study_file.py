@@ -109,7 +109,10 @@ def test_probe_only_levels_and_probe_deltas(tmp_path):
             "factor 'size', level 'tiny': config file missing_level.yaml does not exist",
         ),
         ({"cells": [{"size": "tyni", "lr": "low"}]}, "no level 'tyni' (did you mean 'tiny'?)"),
-        ({"cells": [{"sise": "tiny", "lr": "low"}]}, "unknown factor 'sise' (did you mean 'size'?)"),
+        (
+            {"cells": [{"sise": "tiny", "lr": "low"}]},
+            "unknown factor 'sise' (did you mean 'size'?)",
+        ),
         (
             {"cells": [{"size": "tiny", "lr": "low"}, {"size": "tiny", "lr": "low"}]},
             "both resolve to the run name 'size=tiny__lr=low'",
