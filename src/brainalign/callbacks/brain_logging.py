@@ -133,8 +133,12 @@ def log_layout_and_hparams(
     *,
     layout_written: bool,
     hparams_written: bool,
+    extra_hparams: Mapping[str, Any] | None = None,
 ) -> tuple[bool, bool]:
-    """Write the custom-scalars layout and the HParams summary once; returns what is written."""
+    """Write the custom-scalars layout and the HParams summary once; returns what is written.
+
+    ``extra_hparams`` (e.g. a study's factor levels) join the run's own in the HParams view.
+    """
     writer = tensorboard(trainer)
     if writer is None:
         return layout_written, hparams_written
@@ -154,7 +158,8 @@ def log_layout_and_hparams(
         # The HParams view pairs these factors with the latest value of each metric tag;
         # writing the summaries directly (not through log_hyperparams) logs no extra scalar.
         metrics = {tag: value for values in latest.values() for tag, value in values.items()}
-        experiment, start, end = hparams_summary(hparams_of_run(trainer, pl_module), metrics)
+        params = {**hparams_of_run(trainer, pl_module), **dict(extra_hparams or {})}
+        experiment, start, end = hparams_summary(params, metrics)
         for summary in (experiment, start, end):
             writer.file_writer.add_summary(summary)
         writer.flush()

@@ -145,6 +145,8 @@ class BrainProbeCallback(Callback):
     figures_every_n_probes : int
         Figures at the first probe, every n-th probe and the last one (drawing them, the
         nilearn glass brain above all, costs about as much as the probe's ridge fits).
+    hparams : dict of str to str, optional
+        More values for TensorBoard's HParams view (a study passes its factor levels).
     """
 
     def __init__(
@@ -161,6 +163,7 @@ class BrainProbeCallback(Callback):
         strict: bool = False,
         log_figures: bool = True,
         figures_every_n_probes: int = 3,
+        hparams: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         config = probe or ProbeConfig()
@@ -189,6 +192,7 @@ class BrainProbeCallback(Callback):
         self.strict = strict
         self.log_figures = log_figures
         self.figures_every_n_probes = figures_every_n_probes
+        self.hparams = dict(hparams or {})
         self.done_steps: list[int] = []
         self.failed_steps: list[int] = []
         self.last_summary: dict[str, dict[str, Any]] = {}
@@ -418,6 +422,7 @@ class BrainProbeCallback(Callback):
             self.last_summary,
             layout_written=self._layout_written,
             hparams_written=self._hparams_written,
+            extra_hparams=self.hparams,
         )
         return True
 

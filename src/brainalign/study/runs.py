@@ -152,7 +152,14 @@ def _study_overrides(
         callbacks.append(
             {
                 "class_path": "brainalign.callbacks.BrainProbeCallback",
-                "init_args": {"probe": probe_config_dict(probe), **schedule},
+                "init_args": {
+                    "probe": probe_config_dict(probe),
+                    **schedule,
+                    "hparams": {
+                        "study": study.name,
+                        **{f"factor/{name}": level for name, level in cell.levels.items()},
+                    },
+                },
             }
         )
     trainer: dict[str, Any] = {
