@@ -34,32 +34,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from brainalign.probe.config import ModelSource, ProbeConfig
+from brainalign.study.launchers import Resources
 
 __all__ = [
     "LauncherConfig",
     "ProbingConfig",
     "ReportConfig",
-    "SlurmConfig",
     "StudyConfig",
     "load_study",
 ]
 
 #: Characters allowed in factor and level names (they become folder names).
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-
-
-@dataclass(frozen=True, kw_only=True)
-class SlurmConfig:
-    """Resources of one SLURM job (see :class:`brainalign.study.launchers.Resources`)."""
-
-    gpus_per_node: int = 0
-    nodes: int = 1
-    cpus_per_task: int = 1
-    mem_gb: float | None = None
-    timeout_min: int = 60
-    partition: str | None = None
-    array_parallelism: int = 16
-    additional: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,12 +59,13 @@ class LauncherConfig:
         job per run through submitit.
     max_workers : int
         Local runs at once (each gets an equal share of the CPU cores as torch threads).
-    slurm : SlurmConfig
+    slurm : Resources
+        What each SLURM job asks for (:class:`brainalign.study.launchers.Resources`).
     """
 
     kind: Literal["local", "slurm"] = "local"
     max_workers: int = 1
-    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    slurm: Resources = field(default_factory=Resources)
 
     def __post_init__(self) -> None:
         if self.kind not in ("local", "slurm"):

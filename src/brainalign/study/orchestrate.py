@@ -114,21 +114,11 @@ def check_fit_configs(plans: Sequence[RunPlan]) -> None:
 
 def make_launcher(study: StudyConfig, study_dir: Path) -> Any:
     """The study's launcher (a SLURM launcher needs ``sbatch``: checked here, before any job)."""
-    from brainalign.study.launchers import LocalLauncher, Resources, SlurmLauncher
+    from brainalign.study.launchers import LocalLauncher, SlurmLauncher
 
     if study.launcher.kind == "local":
         return LocalLauncher(max_workers=study.launcher.max_workers)
-    slurm = study.launcher.slurm
-    resources = Resources(
-        gpus_per_node=slurm.gpus_per_node,
-        nodes=slurm.nodes,
-        cpus_per_task=slurm.cpus_per_task,
-        mem_gb=slurm.mem_gb,
-        timeout_min=slurm.timeout_min,
-        partition=slurm.partition,
-        array_parallelism=slurm.array_parallelism,
-        additional=dict(slurm.additional),
-    )
+    resources = study.launcher.slurm
     return SlurmLauncher(study_dir.absolute() / "submitit", resources)
 
 
