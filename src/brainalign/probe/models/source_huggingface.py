@@ -120,13 +120,31 @@ def _final_norm(model: nn.Module, width: int) -> nn.Module | None:
     return None
 
 
+def _probe_hidden_states(
+    model: nn.Module, folder: Path, resolution: int, request: LoadRequest
+) -> tuple[Any, ...]:
+    """Hidden states of one blank image at the input size; a size the model refuses (a ViT
+    built for another one) is one error naming the folder and the override."""
+    with torch.no_grad():
+        probe_input = torch.zeros(1, 3, resolution, resolution)  # (1, 3, R, R)
+        try:
+            return model(pixel_values=probe_input, output_hidden_states=True).hidden_states
+        except (ValueError, RuntimeError) as error:
+            if "resolution" not in request.preprocess:
+                raise
+            native = getattr(model.config, "image_size", None)
+            raise ValueError(
+                f"{folder} does not take {resolution}x{resolution} inputs "
+                f"(preprocess.resolution={resolution}): {error} Use resolution {native} or "
+                "leave it unset (the image processor's own size)"
+            ) from None
+
+
 def _load(spec: str | Path, request: LoadRequest) -> HuggingFaceProbeModel:
     folder = Path(str(spec).removeprefix("hf:"))
     model, config = load_huggingface_module(folder, request.allow_pickle)
     preprocess = huggingface_pipeline(folder, config, request.preprocess)
-    with torch.no_grad():
-        probe_input = torch.zeros(1, 3, preprocess.resolution, preprocess.resolution)
-        hidden = model(pixel_values=probe_input, output_hidden_states=True).hidden_states
+    hidden = _probe_hidden_states(model, folder, preprocess.resolution, request)
     model_type = str(getattr(config, "model_type", ""))
     widths = {int(state.shape[-1]) if state.ndim == 3 else -1 for state in hidden[1:]}
     final_norm = None
