@@ -336,11 +336,15 @@ def test_final_norm_means_the_same_for_timm_and_hugging_face(tmp_path):
     for final_norm in (True, False):
         timm_model = load_probe_model(network, final_norm=final_norm)
         hf_model = load_probe_model(tmp_path / "vit", final_norm=final_norm)
+        blocks = [f"blocks.{index}" for index in range(3)]  # the same module through hooks
+        hooked = load_probe_model(network, final_norm=final_norm, layer_names=blocks)
         with torch.no_grad():
             from_timm = timm_model.extract(images, [0, 1, 2])
             from_hf = hf_model.extract(images, [0, 1, 2])
+            from_hooks = hooked.extract(images, [0, 1, 2])
         for layer in range(3):
             torch.testing.assert_close(from_hf[layer], from_timm[layer], atol=2e-5, rtol=1e-4)
+            torch.testing.assert_close(from_hooks[layer], from_timm[layer], atol=0, rtol=0)
         identities |= {timm_model.identity, hf_model.identity}
     assert len(identities) == 4, "final_norm must change the identity (the feature cache key)"
     # and it does change the tokens
@@ -365,6 +369,7 @@ def test_final_norm_means_the_same_for_brainalign_backbones_exports_and_timm(tmp
         {key: value.contiguous() for key, value in backbone.vit.state_dict().items()}, weights
     )
     timm_name = backbone.vit.pretrained_cfg["architecture"]
+    blocks = [f"vit.blocks.{index}" for index in range(backbone.depth)]
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     identities = set()
     for final_norm in (True, False):
@@ -374,6 +379,9 @@ def test_final_norm_means_the_same_for_brainalign_backbones_exports_and_timm(tmp
             "timm module": load_probe_model(backbone.vit, final_norm=final_norm),
             "timm spec": load_probe_model(
                 f"timm:{timm_name}", weights=weights, final_norm=final_norm
+            ),
+            "hooked backbone": load_probe_model(
+                backbone, final_norm=final_norm, layer_names=blocks
             ),
         }
         with torch.no_grad():

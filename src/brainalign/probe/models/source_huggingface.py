@@ -19,7 +19,11 @@ from torch import nn
 from brainalign.models.weights import safe_torch_load
 from brainalign.probe.models.pipelines import huggingface_pipeline
 from brainalign.probe.models.sources import LoadRequest, ModelSourceEntry, register_model_source
-from brainalign.probe.models.wrappers import HuggingFaceProbeModel, TokenLayout
+from brainalign.probe.models.wrappers import (
+    HuggingFaceProbeModel,
+    TokenLayout,
+    final_layer_norm,
+)
 from brainalign.utils.reading import read_file
 
 __all__ = ["load_huggingface_module"]
@@ -113,10 +117,9 @@ def _check_huggingface_loading(folder: Path, loading: dict[str, Any]) -> None:
 def _final_norm(model: nn.Module, width: int) -> nn.Module | None:
     """The LayerNorm a ViT-like model applies to its last hidden state, if it has one."""
     for name in ("layernorm", "norm", "post_layernorm", "final_layernorm"):
-        module = getattr(model, name, None)
-        shape = getattr(module, "normalized_shape", None)
-        if isinstance(module, nn.LayerNorm) and tuple(shape) == (width,):
-            return module
+        norm = final_layer_norm(getattr(model, name, None), width)
+        if norm is not None:
+            return norm
     return None
 
 
