@@ -234,14 +234,24 @@ def test_huggingface_overrides_give_what_the_processor_gives(
     assert torch.equal(got, expected["pixel_values"])
 
 
-def test_huggingface_vit_processor_without_crop(image_files, tmp_path):
-    # ViTImageProcessor resizes to a fixed height x width (bilinear here), no crop, mean 0.5.
+def _tiny_vit_folder(folder):
+    """A 32-px Hugging Face ViT folder (no image processor yet); returns ``transformers``."""
     transformers = pytest.importorskip("transformers")
     config = transformers.ViTConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        image_size=32, patch_size=8,
-    )  # fmt: skip
-    transformers.ViTModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "vit")
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
+    transformers.ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
+    return transformers
+
+
+def test_huggingface_vit_processor_without_crop(image_files, tmp_path):
+    # ViTImageProcessor resizes to a fixed height x width (bilinear here), no crop, mean 0.5.
+    transformers = _tiny_vit_folder(tmp_path / "vit")
     processor = transformers.ViTImageProcessor(size={"height": 32, "width": 32}, resample=2)
     processor.save_pretrained(tmp_path / "vit")
     expected = processor(images=_pil(image_files), return_tensors="pt")["pixel_values"]
@@ -396,12 +406,7 @@ def test_final_norm_means_the_same_for_brainalign_backbones_exports_and_timm(tmp
 def test_a_resolution_a_fixed_size_hugging_face_vit_rejects_is_one_clear_error(tmp_path):
     # Hugging Face ViTs are built for one input size; an override used to fail with the
     # model's own message, which names neither the folder nor the option.
-    transformers = pytest.importorskip("transformers")
-    config = transformers.ViTConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        image_size=32, patch_size=8,
-    )  # fmt: skip
-    transformers.ViTModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "vit")
+    _tiny_vit_folder(tmp_path / "vit")
     with pytest.raises(
         ValueError, match=r"vit does not take 24x24 inputs.*resolution=24"
     ) as caught:
@@ -416,3 +421,14 @@ def test_timm_overrides_give_timms_transform_with_those_settings(image_files):
     got = _brainalign_inputs(model, image_files)
     assert got.shape == (len(image_files), 3, 96, 96)
     assert torch.equal(got, expected)
+
+
+def test_crop_pct_for_a_processor_without_a_crop_is_one_clear_error(tmp_path):
+    # ViTImageProcessor resizes to height x width and never crops: a crop_pct override used to
+    # be dropped without a word.
+    transformers = _tiny_vit_folder(tmp_path / "vit")
+    transformers.ViTImageProcessor(size=_square(32)).save_pretrained(tmp_path / "vit")
+    with pytest.raises(ValueError, match=r"without a centre crop.*crop_pct=0\.875") as caught:
+        load_probe_model(tmp_path / "vit", crop_pct=0.875)
+    assert "\n" not in str(caught.value)
+    assert load_probe_model(tmp_path / "vit", crop_pct=1.0).preprocess.resolution == 32
