@@ -2,8 +2,9 @@
 
 ``brainalign probe`` and ``brainalign chronology`` parse the same typed block as the callback's
 ``init_args.probe`` and a study's ``probe:``: ``--config probe.yaml`` files (merged in order),
-``--print_config``, dotted overrides (``--probe.features.pooling cls``); a misspelt key is an
-error that names it and the config file it came from.
+``--print_config``, dotted overrides (``--probe.features.pooling cls``); a misspelt key or a bad
+value is one error line that names the key and the config file it came from (a misspelt flag:
+the nearest known one).
 
 The flags of earlier versions keep working: :func:`translate_legacy_flags` rewrites them into
 dotted overrides (``--n-folds 3`` -> ``--probe.encoding.n_folds 3``).
@@ -146,10 +147,10 @@ def config_files(argv: Sequence[str]) -> list[str]:
 
 
 def parse(parser: ArgumentParser, argv: Sequence[str]) -> tuple[Namespace, Any]:
-    """Parse and instantiate; a parse error becomes one ``ValueError`` line.
+    """Parse and instantiate; a parse or validation error becomes one ``ValueError`` line.
 
-    The line names the key and, when the key is not on the command line, the config file(s)
-    it came from.
+    The line names the key and, when the key is set in a config file and not on the command
+    line, the (last) file that sets it; a misspelt flag gets the nearest known one as a hint.
 
     Returns
     -------
@@ -164,16 +165,79 @@ def parse(parser: ArgumentParser, argv: Sequence[str]) -> tuple[Namespace, Any]:
     try:
         namespace = parser.parse_args(argv)
     except ArgumentError as error:
-        raise ValueError(_one_line(str(error), argv)) from None
-    return namespace, parser.instantiate(namespace)
+        raise ValueError(_one_line(str(error), argv, parser)) from None
+    try:
+        return namespace, parser.instantiate(namespace)
+    except ValueError as error:  # a dataclass check (``encoding.n_folds must be ...``)
+        raise ValueError(_one_line(str(error), argv, parser)) from None
 
 
-def _one_line(message: str, argv: Sequence[str]) -> str:
+#: Flags of earlier versions that :func:`translate_legacy_flags` rewrites besides ``_RENAMED``.
+_LEGACY_FLAGS = ("--brain", "--layers", "--features", "--cache-dir", "--allow-pickle", "--model")
+
+
+def _one_line(message: str, argv: Sequence[str], parser: ArgumentParser) -> str:
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
     text = " ".join(lines) if lines else "invalid arguments"
-    keys = re.findall(r"(?:key|option) ['\"]([\w.]+)['\"]", text)
-    files = config_files(argv)
-    on_command_line = any(any(key.split(".")[-1] in arg for arg in argv) for key in keys)
-    if files and not on_command_line:
-        text += f" (in {', '.join(files)})"
+    unrecognized = re.search(r"unrecognized arguments: (\S+)", text)
+    if unrecognized:  # on the command line, never in a file
+        return text + _hint(unrecognized.group(1).split("=", 1)[0], parser)
+    # The last file that sets the key holds the value in force (later files override).
+    files = [path for path in config_files(argv) if _sets_any(path, _keys(text))]
+    if files and not _on_command_line(_keys(text), argv):
+        text += f" (in {files[-1]})"
     return text
+
+
+def _keys(text: str) -> list[str]:
+    """The dotted keys an error message is about (relative to a group when it names one)."""
+    keys = re.findall(r"(?:[Kk]ey|[Oo]ption) ['\"]([\w.]+)['\"]", text)
+    group = re.match(r"Group ['\"](\w+)['\"] does not accept option ['\"]([\w.]+)['\"]", text)
+    if group:
+        keys.append(f"{group.group(1)}.{group.group(2)}")
+    leading = re.match(r"(\w+(?:\.\w+)+) ", text)  # "encoding.n_folds must be ..."
+    if leading:
+        keys.append(leading.group(1))
+    return keys
+
+
+def _matches(key: str, candidate: str) -> bool:
+    """``candidate`` (a full dotted key) is ``key`` or ends with it at a dot."""
+    return candidate == key or candidate.endswith(f".{key}")
+
+
+def _sets_any(path: str, keys: Sequence[str]) -> bool:
+    """Whether the YAML file at ``path`` sets one of ``keys`` (unreadable files: no)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError):
+        return False
+    flat = list(_flat_keys(content))
+    return any(_matches(key, candidate) for key in keys for candidate in flat)
+
+
+def _flat_keys(node: Any, prefix: str = "") -> Any:
+    """Every dotted key of a nested mapping, intermediate ones included."""
+    if isinstance(node, dict):
+        for name, child in node.items():
+            key = f"{prefix}{name}"
+            yield key
+            yield from _flat_keys(child, f"{key}.")
+
+
+def _on_command_line(keys: Sequence[str], argv: Sequence[str]) -> bool:
+    flags = [arg.split("=", 1)[0].removeprefix("--") for arg in argv if arg.startswith("--")]
+    return any(_matches(key, flag) or _matches(flag, key) for key in keys for flag in flags)
+
+
+def _hint(flag: str, parser: ArgumentParser) -> str:
+    """``; did you mean --x?`` for the nearest known flag, or nothing."""
+    import difflib
+
+    known = [option for action in parser._actions for option in action.option_strings]
+    known += [*_RENAMED, *_LEGACY_FLAGS]
+    close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
+    return f"; did you mean {close[0]}?" if close else ""

@@ -184,6 +184,12 @@ def huggingface_pipeline(
     elif "crop_pct" in overrides and crop_size:
         side = _side(crop_size)
         call_options["size"] = {"shortest_edge": math.floor(side / overrides["crop_pct"] + 1e-9)}
+    if "crop_pct" in overrides and not crop_size and overrides["crop_pct"] != 1.0:
+        raise ValueError(
+            f"{folder}: its image processor ({type(processor).__name__}) resizes to "
+            f"{settings.get('size')} without a centre crop, so preprocess.crop_pct="
+            f"{overrides['crop_pct']} has nothing to act on; leave crop_pct unset (or 1.0)"
+        )
     for ours, theirs in (("mean", "image_mean"), ("std", "image_std")):
         if ours in overrides:
             call_options[theirs] = list(overrides[ours])

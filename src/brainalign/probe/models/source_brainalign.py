@@ -6,6 +6,7 @@ without a crop (ImageNet mean/std, bicubic): training saw whole images at that s
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from brainalign.models.backbone import DinoBackbone
 from brainalign.models.checkpoint import load_lightning_backbone
 from brainalign.models.export import META_FILE, WEIGHTS_FILE, load_teacher_export
 from brainalign.probe.models.sources import LoadRequest, ModelSourceEntry, register_model_source
-from brainalign.probe.models.wrappers import DinoProbeModel
+from brainalign.probe.models.wrappers import DinoProbeModel, final_layer_norm
 
 
 def probe_backbone(backbone: DinoBackbone, request: LoadRequest) -> DinoProbeModel:
@@ -58,7 +59,10 @@ def _load_backbone(spec: DinoBackbone, request: LoadRequest) -> Any:
     if request.layer_names is not None or request.token_layout is not None:
         from brainalign.probe.models.source_module import load_module
 
-        return load_module(spec, request)
+        # hooked like any module, at the backbone's native size, with its final norm
+        native = {"resolution": int(spec.vit.patch_embed.img_size[0])}
+        request = replace(request, preprocess={**native, **request.preprocess})
+        return load_module(spec, request, final_norm=final_layer_norm(spec.vit.norm))
     if request.weights is not None:
         from brainalign.probe.models.source_module import load_module_weights
 

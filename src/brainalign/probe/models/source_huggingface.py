@@ -19,7 +19,11 @@ from torch import nn
 from brainalign.models.weights import safe_torch_load
 from brainalign.probe.models.pipelines import huggingface_pipeline
 from brainalign.probe.models.sources import LoadRequest, ModelSourceEntry, register_model_source
-from brainalign.probe.models.wrappers import HuggingFaceProbeModel, TokenLayout
+from brainalign.probe.models.wrappers import (
+    HuggingFaceProbeModel,
+    TokenLayout,
+    final_layer_norm,
+)
 from brainalign.utils.reading import read_file
 
 __all__ = ["load_huggingface_module"]
@@ -113,20 +117,37 @@ def _check_huggingface_loading(folder: Path, loading: dict[str, Any]) -> None:
 def _final_norm(model: nn.Module, width: int) -> nn.Module | None:
     """The LayerNorm a ViT-like model applies to its last hidden state, if it has one."""
     for name in ("layernorm", "norm", "post_layernorm", "final_layernorm"):
-        module = getattr(model, name, None)
-        shape = getattr(module, "normalized_shape", None)
-        if isinstance(module, nn.LayerNorm) and tuple(shape) == (width,):
-            return module
+        norm = final_layer_norm(getattr(model, name, None), width)
+        if norm is not None:
+            return norm
     return None
+
+
+def _probe_hidden_states(
+    model: nn.Module, folder: Path, resolution: int, request: LoadRequest
+) -> tuple[Any, ...]:
+    """Hidden states of one blank image at the input size; a size the model refuses (a ViT
+    built for another one) is one error naming the folder and the override."""
+    with torch.no_grad():
+        probe_input = torch.zeros(1, 3, resolution, resolution)  # (1, 3, R, R)
+        try:
+            return model(pixel_values=probe_input, output_hidden_states=True).hidden_states
+        except (ValueError, RuntimeError) as error:
+            if "resolution" not in request.preprocess:
+                raise
+            native = getattr(model.config, "image_size", None)
+            raise ValueError(
+                f"{folder} does not take {resolution}x{resolution} inputs "
+                f"(preprocess.resolution={resolution}): {error} Use resolution {native} or "
+                "leave it unset (the image processor's own size)"
+            ) from None
 
 
 def _load(spec: str | Path, request: LoadRequest) -> HuggingFaceProbeModel:
     folder = Path(str(spec).removeprefix("hf:"))
     model, config = load_huggingface_module(folder, request.allow_pickle)
     preprocess = huggingface_pipeline(folder, config, request.preprocess)
-    with torch.no_grad():
-        probe_input = torch.zeros(1, 3, preprocess.resolution, preprocess.resolution)
-        hidden = model(pixel_values=probe_input, output_hidden_states=True).hidden_states
+    hidden = _probe_hidden_states(model, folder, preprocess.resolution, request)
     model_type = str(getattr(config, "model_type", ""))
     widths = {int(state.shape[-1]) if state.ndim == 3 else -1 for state in hidden[1:]}
     final_norm = None

@@ -37,8 +37,18 @@ def load_module_weights(module: nn.Module, request: LoadRequest) -> None:
     load_state_dict_checked(module, state, source=str(request.weights))
 
 
-def load_module(module: nn.Module, request: LoadRequest, *, name: str | None = None) -> Any:
-    """Wrap ``module`` with hooks on ``request.layer_names`` (default: its block list)."""
+def load_module(
+    module: nn.Module,
+    request: LoadRequest,
+    *,
+    name: str | None = None,
+    final_norm: nn.Module | None = None,
+) -> Any:
+    """Wrap ``module`` with hooks on ``request.layer_names`` (default: its block list).
+
+    ``final_norm`` is the model's final norm, applied to the hooked tokens when
+    ``request.final_norm`` is set (a bare module has none the probe could know of).
+    """
     architecture = name or f"module:{type(module).__module__}.{type(module).__qualname__}"
     layer_names = request.layer_names or default_block_names(module)
     resolution = check_resolution(architecture, module, request.preprocess.get("resolution"))
@@ -53,6 +63,7 @@ def load_module(module: nn.Module, request: LoadRequest, *, name: str | None = N
         layer_names=layer_names,
         token_layout=request.token_layout or TokenLayout(has_cls=False),
         preprocess=Preprocess(resolution=int(resolution)).with_overrides(overrides),
+        final_norm=final_norm if request.final_norm else None,
     )
 
 

@@ -22,7 +22,7 @@ from brainalign.probe.models.sources import (
     require_weights,
     seeded,
 )
-from brainalign.probe.models.wrappers import ProbeModel, TimmProbeModel
+from brainalign.probe.models.wrappers import ProbeModel, TimmProbeModel, final_layer_norm
 
 
 def probe_timm_module(model: nn.Module, name: str, request: LoadRequest) -> ProbeModel:
@@ -30,7 +30,8 @@ def probe_timm_module(model: nn.Module, name: str, request: LoadRequest) -> Prob
     if request.layer_names is not None or request.token_layout is not None:
         from brainalign.probe.models.source_module import load_module
 
-        return load_module(model, request, name=f"timm:{name}")
+        norm = final_layer_norm(getattr(model, "norm", None), getattr(model, "embed_dim", None))
+        return load_module(model, request, name=f"timm:{name}", final_norm=norm)
     preprocess = timm_pipeline(model, name, request.preprocess)
     return TimmProbeModel(model, name, norm=request.final_norm, preprocess=preprocess)
 

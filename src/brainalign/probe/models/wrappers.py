@@ -33,6 +33,7 @@ __all__ = [
     "ProbeModel",
     "TimmProbeModel",
     "TokenLayout",
+    "final_layer_norm",
     "output_to_tokens",
     "spatial_to_tokens",
 ]
@@ -336,7 +337,8 @@ class HookProbeModel(ProbeModel):
     channels_last : bool
         Hooked 4-D outputs are ``(B, H, W, C)`` (e.g. Swin blocks).
     final_norm : nn.Module, optional
-        Applied to every hooked layer's tokens (e.g. a torchvision ViT's ``encoder.ln``).
+        Applied to every hooked layer's tokens of its width (e.g. a torchvision ViT's
+        ``encoder.ln``, a timm ViT's ``norm``); layers of another width are left as they are.
     call : callable, optional
         How to run the module on images (default ``module(images)``).
     """
@@ -439,12 +441,30 @@ class HuggingFaceProbeModel(ProbeModel):
 
 
 def _normed(norm: nn.Module | None, tokens: Tensor) -> Tensor:
-    """``norm(tokens)`` over the last axis, or the tokens themselves when there is no norm."""
-    return tokens if norm is None else norm(tokens)
+    """``norm(tokens)`` over the last axis; the tokens themselves when there is no norm or
+    the norm is over another width (a hooked sub-layer, a stage of a convnet)."""
+    if norm is None:
+        return tokens
+    shape = getattr(norm, "normalized_shape", None)
+    if shape is not None and tuple(shape) != tuple(tokens.shape[-len(shape) :]):
+        return tokens
+    return norm(tokens)
 
 
 def _norm_name(norm: nn.Module | None) -> str | None:
     return None if norm is None else type(norm).__name__
+
+
+def final_layer_norm(module: nn.Module | None, width: int | None = None) -> nn.Module | None:
+    """``module`` when it is a LayerNorm-like final norm (over ``width`` if given), else None.
+
+    timm and brainalign ViTs keep theirs as ``norm`` (an ``nn.Identity`` when the model pools
+    through ``fc_norm`` instead); only a norm with a ``normalized_shape`` is applied.
+    """
+    shape = getattr(module, "normalized_shape", None)
+    if shape is None or len(tuple(shape)) != 1:
+        return None
+    return module if width is None or tuple(shape) == (width,) else None
 
 
 def spatial_to_tokens(feature_map: Tensor) -> Tensor:
