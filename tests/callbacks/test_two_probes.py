@@ -12,14 +12,12 @@ probed again by the resumed run that the first run had done and checkpointed).
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-import yaml
-from runs import BRAINALIGN, REPO, SMOKE
+from runs import run_fit
 
 from brainalign.probe.simulate import simulate_subject
 
@@ -27,25 +25,6 @@ FMRI_STEPS = [0, 1, 2, 4, 8]  # log schedule, 4 points over 8 steps, plus step 0
 MEG_STEPS = [0, 5, 8]  # every 5 steps, plus the last
 ROW_KEYS = ["step", "subject", "modality", "feature_kind", "layer", "group", "time", "metric"]
 PROBE = {"encoding": {"n_folds": 3, "backend": "numpy", "alphas": [1.0, 100.0, 10000.0]}}
-
-
-def run_fit(cwd: Path, *extra: str, overrides: dict, check: bool = True):
-    """`brainalign fit --config smoke.yaml --config <overrides>` on this checkout's sources."""
-    config = cwd / "override.yaml"
-    config.write_text(yaml.safe_dump(overrides))
-    path = os.pathsep.join([str(REPO / "src"), str(REPO / "tests" / "support")])
-    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
-    result = subprocess.run(
-        [str(BRAINALIGN), "fit", "--config", str(SMOKE), "--config", str(config), *extra],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"fit failed ({result.returncode}):\n{result.stderr[-4000:]}")
-    return result
 
 
 @pytest.fixture(scope="module")

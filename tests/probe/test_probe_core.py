@@ -106,11 +106,6 @@ def test_a_second_probe_reads_the_cache_in_its_own_order(
     pd.testing.assert_frame_equal(_sorted(meg_only.table), _sorted(meg_rows))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_targets draws max_stimuli from each data set's own order, so fMRI and MEG "
-    "of the same images get different subsets (two extractions, scores on other stimuli)",
-)
 def test_a_stimulus_subset_is_the_same_for_data_sets_of_the_same_images(
     subject, export, images_forwarded
 ):

@@ -106,9 +106,13 @@ def load_targets(config: ProbeConfig, *, where: str = "--stimuli") -> list[Probe
         brain, stimuli = brain.align(stimuli)
         brain = brain.drop_bad_targets()
         if config.max_stimuli is not None and brain.n_stimuli > config.max_stimuli:
+            # Drawn from the sorted ids, so data sets of the same images (fMRI, MEG in another
+            # order) get the same subset, and one extraction serves them all.
+            ordered = sorted(brain.stimulus_ids)
             generator = np.random.default_rng(config.subset_seed)
-            chosen = np.sort(generator.choice(brain.n_stimuli, config.max_stimuli, replace=False))
-            ids = [brain.stimulus_ids[i] for i in chosen]
+            drawn = generator.choice(len(ordered), config.max_stimuli, replace=False)
+            kept = {ordered[index] for index in drawn}
+            ids = [stimulus_id for stimulus_id in brain.stimulus_ids if stimulus_id in kept]
             brain, stimuli = brain.select_stimuli(ids), stimuli.subset(ids)
         n_folds = config.encoding.n_folds
         if brain.n_stimuli < 2 * n_folds:
