@@ -162,3 +162,34 @@ def test_killing_study_run_mid_study_loses_no_finished_run(tmp_path, subject):
     assert read_job_status(first)["job_id"] == finished["job_id"]  # not run again
     second = pd.read_parquet(tmp_path / "study" / "runs" / "lr=high" / "chronology.parquet")
     assert np.array_equal(sorted(second["step"].unique()), [0, 1, 3, 8])
+
+
+def test_a_study_mixing_a_trained_model_and_a_model_to_probe(tmp_path, subject, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    factors = {
+        "model": {
+            "tiny": {"model": {"backbone": "vit_tiny_test"}},
+            "resnet": {
+                "probe_model": {"spec": "timm:resnet18", "weights": "random"},
+                "probe": {"preprocess": {"resolution": 64}, "features": {"pooling": "mean"}},
+            },
+        }
+    }
+    path = study_file(tmp_path, subject, factors=factors, after_training=False)
+    table = run_study(load_study(path), progress=False)
+    assert list(table["kind"]) == ["fit", "probe"]
+    assert list(table["status"]) == ["COMPLETED", "COMPLETED"]
+    probe_dir = tmp_path / "study" / "runs" / "model=resnet" / "probe"
+    scores = pd.read_parquet(probe_dir / "scores.parquet")
+    assert set(scores["modality"]) == {"fmri", "meg"} and set(scores["model"]) == {"timm:resnet18"}
+    from brainalign.study.report import write_report
+
+    out = write_report(tmp_path / "study")
+    final = pd.read_csv(out / "final.csv")
+    assert set(final["run"]) == {"model=tiny", "model=resnet"}
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    # compared at the one fraction both have: the probe (1.0) and the trained run's last probe
+    assert set(comparisons["train_fraction"]) == {1.0}
+    assert set(comparisons[["level_a", "level_b"]].itertuples(index=False, name=None)) == {
+        ("tiny", "resnet")
+    }
