@@ -193,3 +193,23 @@ def test_a_study_mixing_a_trained_model_and_a_model_to_probe(tmp_path, subject, 
     assert set(comparisons[["level_a", "level_b"]].itertuples(index=False, name=None)) == {
         ("tiny", "resnet")
     }
+
+
+def test_exports_probed_beside_training(tmp_path, subject, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    factors = {"lr": {"low": {"model": {"optim": {"base_lr": 0.001}}}}}
+    path = study_file(tmp_path, subject, factors=factors, after_training=False)
+    content = yaml.safe_load(path.read_text())
+    content["probing"].update(during_training=False, beside_training=True)
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    table = run_study(load_study(path), progress=False)
+    assert list(table["status"]) == ["COMPLETED"] and list(table["probe_status"]) == ["COMPLETED"]
+    run_dir = tmp_path / "study" / "runs" / "lr=low"
+    probe = read_job_status(run_dir / "probe_exports")
+    assert probe["argv"][-1] == "--follow"
+    fit = read_job_status(run_dir)
+    assert probe["start"] < fit["end"]  # it ran beside the fit, not after it
+    exports = sorted(int(p.name.split("_")[-1]) for p in (run_dir / "exports").iterdir())
+    chronology = pd.read_parquet(run_dir / "probe_exports" / "chronology.parquet")
+    assert sorted(chronology["step"].unique()) == exports
+    assert not (run_dir / "chronology.parquet").exists()  # no probe in training

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--overwrite", action="store_true", help="replace an existing report")
     exports = commands.add_parser("probe-exports", help="probe one run's teacher exports")
     exports.add_argument("run", help="a run folder of a study")
+    exports.add_argument(
+        "--follow", action="store_true", help="probe new exports until the run's fit has ended"
+    )
     return parser
 
 
@@ -70,41 +73,61 @@ def main(argv: Sequence[str]) -> None:
         )
         print(f"wrote {out}/report.md, tables and figures")
     else:
-        probe_exports(Path(options.run))
+        probe_exports(Path(options.run), follow=options.follow)
 
 
-def probe_exports(run_dir: Path) -> None:
-    """Probe every teacher export of a study run with the run's probe block.
+def probe_exports(run_dir: Path, *, follow: bool = False, poll_s: float = 30.0) -> None:
+    """Probe the teacher exports of a study run with the run's probe block.
 
-    Writes ``<run>/probe_exports/chronology.parquet`` (and the bootstrap resamples, and the
-    ROI tables): the same tables the training callback writes.
+    Appends to ``<run>/probe_exports/chronology.parquet`` (and the bootstrap resamples, and
+    writes the ROI tables): the same tables the training callback writes. Exports already in it
+    are not probed again. With ``follow``, new exports are probed as the fit writes them, until
+    the fit's job has ended (a probe job running beside training).
     """
-    import pandas as pd
+    import json
+    import time
 
     from brainalign.commands.chronology import _export_folders
     from brainalign.commands.chronology import probe_exports as probe_all
     from brainalign.commands.probe_options import parse, probe_parser
-    from brainalign.probe.chronology import CHRONOLOGY_FILE, replicates_file, write_roi_tables
+    from brainalign.probe.chronology import (
+        CHRONOLOGY_FILE,
+        append_chronology,
+        read_chronology,
+        replicates_file,
+        write_roi_tables,
+    )
     from brainalign.probe.run import load_targets
-    from brainalign.utils.atomic import atomic_path
+    from brainalign.study.job_status import FINAL_STATES, read_job_status
 
     probe_file = run_dir / "inputs" / "probe.yaml"
     if not probe_file.is_file():
         raise FileNotFoundError(f"{run_dir} is not a study run folder: no {probe_file}")
-    exports = _export_folders(run_dir)
-    if not exports:
-        raise FileNotFoundError(f"{run_dir} has no teacher exports to probe (exports/step_*)")
-    _, options = parse(
-        probe_parser("probe-exports", "", with_model=False), ["--config", str(probe_file)]
-    )
+    parser = probe_parser("probe-exports", "", with_model=False)
+    _, options = parse(parser, ["--config", str(probe_file)])
     targets = load_targets(options.probe)
-    table, replicates = probe_all(exports, options.probe, targets)
     out = run_dir / "probe_exports"
     out.mkdir(exist_ok=True)
-    with atomic_path(out / CHRONOLOGY_FILE) as temporary:
-        table.to_parquet(temporary, index=False)
-    if isinstance(replicates, pd.DataFrame) and not replicates.empty:
-        with atomic_path(out / replicates_file()) as temporary:
-            replicates.to_parquet(temporary, index=False)
     write_roi_tables(targets, out)
-    print(f"probed {len(exports)} exports of {run_dir}: {out}/{CHRONOLOGY_FILE}")
+    chronology = out / CHRONOLOGY_FILE
+    probed = 0
+    while True:
+        fit_ended = (read_job_status(run_dir) or {}).get("state") in FINAL_STATES
+        done = set(read_chronology(chronology)["step"]) if chronology.is_file() else set()
+        new = [
+            export
+            for export in _export_folders(run_dir)
+            if int(json.loads((export / "meta.json").read_text()).get("step", 0)) not in done
+        ]
+        if new:
+            table, replicates = probe_all(new, options.probe, targets)
+            append_chronology(chronology, table)
+            if not replicates.empty:
+                append_chronology(out / replicates_file(), replicates)
+            probed += len(new)
+        if not follow or (fit_ended and not new):
+            break
+        time.sleep(poll_s)
+    if not chronology.is_file():
+        raise FileNotFoundError(f"{run_dir} has no teacher exports to probe (exports/step_*)")
+    print(f"probed {probed} exports of {run_dir}: {chronology}")

@@ -85,8 +85,11 @@ class ProbingConfig:
         Probe in training with :class:`~brainalign.callbacks.BrainProbeCallback` (the study's
         probe block) at the schedule below.
     after_training : bool
-        Probe the run's teacher exports afterwards as separate jobs (``brainalign chronology``
-        on the exports), so that a large run need not idle its GPUs while ridges are fitted.
+        Probe the run's teacher exports in a separate job (``brainalign study probe-exports``),
+        so that a large run need not idle its GPUs while ridges are fitted.
+    beside_training : bool
+        Start that job with the fit instead of after it: it probes each export as the fit
+        writes it (``--follow``), on its own resources. Implies ``after_training``.
     schedule : {"log", "every", "fractions"}
     n_probes, every_n_steps, fractions
         The callback's schedule (see :func:`brainalign.callbacks.probe_steps`).
@@ -99,6 +102,7 @@ class ProbingConfig:
 
     during_training: bool = True
     after_training: bool = False
+    beside_training: bool = False
     schedule: Literal["log", "every", "fractions"] = "log"
     n_probes: int = 10
     every_n_steps: int = 1000
@@ -107,11 +111,16 @@ class ProbingConfig:
     checkpoint_every_n_steps: int = 50
 
     def __post_init__(self) -> None:
-        if not (self.during_training or self.after_training):
+        if not (self.during_training or self.after_training or self.beside_training):
             raise ValueError(
                 "probing: set during_training and/or after_training (a study without probes "
                 "has nothing to report)"
             )
+
+    @property
+    def probes_exports(self) -> bool:
+        """Whether the exports are probed in jobs of their own (after or beside training)."""
+        return self.after_training or self.beside_training
         for name in ("n_probes", "every_n_steps", "n_exports", "checkpoint_every_n_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

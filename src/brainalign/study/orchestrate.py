@@ -210,14 +210,21 @@ def run_study(
                 f"[study {study.name}] {len(plans)} runs, {len(due)} to submit, "
                 f"{len(running)} still queued or running ({study_dir})"
             )
+        if study.probing.beside_training:  # export probes start with their fits
+            due += _export_probes(plans, launcher, fits=[job.name for job in due], follow=True)
         ids = _submit(launcher, due)
         write_table(build_table(plans, factors), study_dir)
         if wait:
             if ids:
                 launcher.wait(ids)
             _wait_for(running, launcher)
-        if study.probing.after_training and wait:
-            _probe_after_training(plans, launcher, progress)
+        if study.probing.probes_exports and wait:
+            jobs = _export_probes(plans, launcher)
+            if progress and jobs:
+                print(f"[study] probing the exports of {len(jobs)} runs")
+            ids = _submit(launcher, jobs)
+            if ids:
+                launcher.wait(ids)
     finally:
         close = getattr(launcher, "close", None)
         if callable(close):
@@ -235,18 +242,23 @@ def _wait_for(plans: Sequence[RunPlan], launcher: Any, poll_s: float = 2.0) -> N
         time.sleep(poll_s)
 
 
-def _probe_after_training(plans: Sequence[RunPlan], launcher: Any, progress: bool) -> None:
-    """Submit (and wait for) the export probes of completed fits that still need one."""
+def _export_probes(
+    plans: Sequence[RunPlan],
+    launcher: Any,
+    *,
+    fits: Sequence[str] | None = None,
+    follow: bool = False,
+) -> list[JobSpec]:
+    """Export-probe jobs due now: for completed fits (or, beside training, for ``fits``)."""
     jobs = []
     for plan in plans:
         if plan.cell.kind != "fit":
             continue
-        status = read_job_status(plan.run_dir) or {}
-        probe = probe_exports_job(plan)
-        if status.get("state") == COMPLETED and _due(probe.run_dir, launcher):
+        probe = probe_exports_job(plan, follow=follow)
+        if fits is not None:
+            ready = plan.cell.name in fits
+        else:
+            ready = (read_job_status(plan.run_dir) or {}).get("state") == COMPLETED
+        if ready and _due(probe.run_dir, launcher):
             jobs.append(probe)
-    if progress and jobs:
-        print(f"[study] probing the exports of {len(jobs)} runs")
-    ids = _submit(launcher, jobs)
-    if ids:
-        launcher.wait(ids)
+    return jobs

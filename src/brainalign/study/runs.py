@@ -198,10 +198,11 @@ def _hash(files: list[str], inputs: Mapping[str, str], cell: Cell) -> str:
     return digest.hexdigest()
 
 
-def probe_exports_job(plan: RunPlan) -> JobSpec:
-    """The after-training probe of a training cell: its exports, as a separate job."""
+def probe_exports_job(plan: RunPlan, *, follow: bool = False) -> JobSpec:
+    """The probe of a training cell's exports as a separate job (``--follow``: beside the fit)."""
+    argv = ["study", "probe-exports", str(plan.run_dir)]
     return JobSpec(
         name=f"{plan.cell.name}:probe",
         run_dir=plan.run_dir / "probe_exports",
-        argv=["study", "probe-exports", str(plan.run_dir)],
+        argv=[*argv, "--follow"] if follow else argv,
     )
