@@ -14,9 +14,11 @@ their events are parsed into one word table, every step is the same:
 2. **Read** (:func:`read_word_epochs`): per run, ``mne_bids.read_raw_bids``, channels picked
    (``picks``, bad channels left out), resampled to ``raw_resample_hz`` (onsets moved with the
    data), band-passed ``l_freq``-``h_freq`` (0.1-20 Hz), cut into epochs ``tmin``..``tmax``
-   (-2.5..+3 s, no baseline) around each word onset in chunks of
-   :data:`EPOCH_CHUNK` words, each chunk resampled to ``resample_hz`` (30 Hz) with
-   :func:`brainalign.probe.meg.transform_epochs`. After all runs: the channels every run has,
+   (-2.5..+3 s, no baseline; one sample of ``resample_hz`` wider on each side) around each word
+   onset in chunks of :data:`EPOCH_CHUNK` words, each chunk resampled to ``resample_hz``
+   (30 Hz) and cropped to ``tmin..tmax`` with :func:`brainalign.probe.meg.transform_epochs`
+   (keep ``raw_resample_hz`` a multiple of ``resample_hz``, as 120 and 30, so that time 0 is
+   a sample). After all runs: the channels every run has,
    each (channel, time) z-scored across all word epochs
    (:func:`brainalign.probe.meg.zscore_trials`), and epochs of one word token in several
    sessions averaged.
@@ -136,8 +138,26 @@ class SpeechMegOptions:
 
     @property
     def preparation(self) -> MEGPreparation:
-        """The epoch-level steps (resampling; z-scoring is done once over all runs)."""
-        return MEGPreparation(resample_hz=self.resample_hz, zscore=False, picks=self.picks)
+        """The epoch-level steps: resample, crop to ``tmin..tmax`` (z-scoring is done once,
+        over all runs)."""
+        return MEGPreparation(
+            resample_hz=self.resample_hz,
+            tmin=self.tmin,
+            tmax=self.tmax,
+            zscore=False,
+            picks=self.picks,
+        )
+
+    @property
+    def epoch_window(self) -> tuple[float, float]:
+        """The window cut from the raw data: ``tmin..tmax`` widened to whole samples of
+        ``resample_hz`` plus one on each side, so that after resampling the crop to
+        ``tmin..tmax`` keeps both ends (and time 0 stays a sample when the raw rate is a
+        multiple of ``resample_hz``)."""
+        if self.resample_hz is None:
+            return self.tmin, self.tmax
+        rate = self.resample_hz
+        return (np.floor(self.tmin * rate) - 1) / rate, (np.ceil(self.tmax * rate) + 1) / rate
 
 
 # ---------------------------------------------------------------------- plan and result
@@ -363,12 +383,13 @@ def _epoch_recording(
     if options.l_freq is not None or options.h_freq is not None:
         raw.filter(options.l_freq, options.h_freq, verbose="error")
     blocks, kept, last = [], [], None
+    tmin, tmax = options.epoch_window
     for chunk in _chunks(events[:, 0], EPOCH_CHUNK):
         epochs = mne.Epochs(
             raw,
             events[chunk],
-            tmin=options.tmin,
-            tmax=options.tmax,
+            tmin=tmin,
+            tmax=tmax,
             baseline=None,
             preload=True,
             reject_by_annotation=False,
