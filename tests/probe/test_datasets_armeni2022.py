@@ -154,7 +154,7 @@ def test_load_brain_gives_the_epochs_without_stimuli(armeni):
 
 # ---------------------------------------------------------------------- content words
 def test_content_words_unknown_by_default_or_from_a_table(armeni, tmp_path):
-    root, planted = armeni
+    root, _ = armeni
     spec = f"armeni2022:{root}?subject=1&sessions=2"
     plan = plan_word_epochs(spec)
     assert plan.table["is_content"].isna().all()

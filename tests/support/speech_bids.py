@@ -104,7 +104,7 @@ def impulses(
     data = np.zeros((len(CHANNELS), n_samples))
     data[2] = np.sin(np.arange(n_samples) / 7.0) * 1e-13
     for word, value in zip(words, values):
-        sample = int(round(word.onset * SFREQ))
+        sample = int(np.rint(word.onset * SFREQ))
         data[0, sample] += value
         data[1, sample + lag] += 2 * value
     return data
@@ -158,7 +158,7 @@ def meg_masc_events(story: str, words: Sequence[PlantedWord]) -> pd.DataFrame:
                 "sound": f"stimuli/audio/{story}_{sound}.0.wav"}  # fmt: skip
         rows.append((onset, 0.0, meta))
     for index, word in enumerate(words):
-        start = round(word.onset - sounds[word.run], 4)
+        start = float(round(word.onset - sounds[word.run], 4))
         shared = {**base, "sound_id": float(word.run), "start": start,
                   "sound": f"stimuli/audio/{story}_{word.run}.wav",
                   "sequence_id": float(index // 5), "condition": word.condition,
@@ -183,7 +183,7 @@ def flatten_meg_masc_events(table: pd.DataFrame) -> pd.DataFrame:
     keys = pd.DataFrame([ast.literal_eval(text) for text in table["trial_type"]])
     flat = table[["onset", "duration"]].assign(trial_type=keys["kind"])
     flat = flat.assign(value=table["value"], sample=table["sample"])
-    return pd.concat([flat, keys], axis=1).fillna("n/a")
+    return pd.concat([flat, keys], axis=1).astype(object).fillna("n/a")
 
 
 def write_participants(root: Path, orders: dict[str, list[int]]) -> None:
