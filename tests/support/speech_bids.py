@@ -59,14 +59,17 @@ def write_recording(
     events: pd.DataFrame,
     *,
     sfreq: float = SFREQ,
+    channels: Sequence[str] | None = None,
 ) -> Path:
     """Write one recording (RawArray -> FIF -> ``write_raw_bids``) and its published events.
 
     Parameters
     ----------
     entities : dict with subject, session, task
-    data : ndarray of shape (len(CHANNELS), n_samples), SI units
+    data : ndarray of shape (n_channels, n_samples), SI units
     events : DataFrame in the data set's layout (written as is, tab-separated)
+    channels : sequence of str, optional
+        Names of magnetometers (default :data:`CHANNELS`, with a reference and a trigger).
 
     Returns
     -------
@@ -75,7 +78,8 @@ def write_recording(
     import mne
     import mne_bids
 
-    info = mne.create_info(CHANNELS, sfreq, TYPES)
+    names, types = (CHANNELS, TYPES) if channels is None else (list(channels), "mag")
+    info = mne.create_info(names, sfreq, types)
     name = "_".join(f"{key}-{value}" for key, value in entities.items())
     raw_path = scratch / f"{name}_raw.fif"
     mne.io.RawArray(data, info, verbose="error").save(raw_path, overwrite=True, verbose="error")
@@ -108,6 +112,47 @@ def impulses(
         data[0, sample] += value
         data[1, sample + lag] += 2 * value
     return data
+
+
+def planted_layers(
+    onsets: Sequence[float],
+    components: Sequence[np.ndarray],
+    latencies: Sequence[float],
+    n_samples: int,
+    sfreq: float,
+    *,
+    n_channels: int,
+    signal: float = 0.5,
+    noise_seed: int = 0,
+) -> np.ndarray:
+    """Continuous MEG where each layer's components peak on the sensors at its own latency
+    after each word's onset (a Gaussian bump of 30 ms sd), over unit white noise. The sensor
+    patterns are the same in every call (one brain); the noise comes from ``noise_seed``.
+
+    Parameters
+    ----------
+    onsets : sequence of float, (n_words,), seconds
+    components : list of ndarray of shape (n_words, k)
+        Per layer, the values to plant for each word (z-scored across words here).
+    latencies : list of float, seconds, one per layer
+
+    Returns
+    -------
+    ndarray of shape (n_channels, n_samples), in units of 1e-13 T
+    """
+    data = np.random.default_rng(noise_seed).standard_normal((n_channels, n_samples))
+    patterns = np.random.default_rng(12345)
+    times = np.arange(n_samples) / sfreq
+    half_width = int(np.ceil(0.12 * sfreq))
+    for values, latency in zip(components, latencies):
+        z = (values - values.mean(0)) / values.std(0)
+        pattern = signal * z @ patterns.standard_normal((z.shape[1], n_channels))  # (n, C)
+        for onset, weights in zip(onsets, pattern):
+            peak = int(round((onset + latency) * sfreq))
+            window = slice(max(peak - half_width, 0), min(peak + half_width + 1, n_samples))
+            bump = np.exp(-0.5 * ((times[window] - onset - latency) / 0.03) ** 2)
+            data[:, window] += weights[:, None] * bump[None, :]
+    return data * 1e-13
 
 
 # ---------------------------------------------------------------------- Armeni 2022

@@ -110,7 +110,14 @@ def _plan(config: LanguageProbeConfig) -> list[Any]:
                     f"--words is for epochs files; {spec.split(':')[0]}: takes its words from "
                     "its events (content words: content_table=words.csv in the spec)"
                 )
-            plans.append(plan_word_epochs(spec))
+            plan = plan_word_epochs(spec)
+            if config.content_only and not plan.words.content_known:
+                raise ValueError(
+                    f"{spec}: which words are content words is unknown (the data set annotates "
+                    "no part of speech); score every word (--all-words, or content=all in the "
+                    "spec) or give is_content/pos per word (content_table=words.csv)"
+                )
+            plans.append(plan)
         else:
             path = Path(spec)
             if not path.is_file():
