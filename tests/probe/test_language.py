@@ -233,7 +233,8 @@ def test_batches_by_length_pad_less_and_cover_every_word():
     by_length = length_batches(lengths, 2)
 
     def padding(batches):
-        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches)
+        widths = [len(b) * max(lengths[i] for i in b) for b in batches]
+        return sum(widths) - sum(lengths)
 
     assert sorted(np.concatenate(by_length).tolist()) == list(range(8))
     assert [lengths[i] for i in by_length[0]] == [41, 40]  # longest first: memory errors early
@@ -284,7 +285,7 @@ def test_a_folder_that_needs_remote_code_is_refused_before_the_weights(
 
 # ---------------------------------------------------------------------------- content, ceiling
 def test_unknown_content_words_are_refused_unless_every_word_is_scored(model, planted):
-    words, layers, features, content, _ = planted
+    words, layers, features, _, _ = planted
     unknown = WordSequence(words.ids, words.words, words.stories, words.content, False, "x.tsv")
     brain = _brain(unknown, np.arange(len(words)), np.zeros((len(words), 2, 27), np.float32))
     with pytest.raises(ValueError, match="x.tsv: which words are content words is unknown"):

@@ -148,7 +148,7 @@ def planted_layers(
         z = (values - values.mean(0)) / values.std(0)
         pattern = signal * z @ patterns.standard_normal((z.shape[1], n_channels))  # (n, C)
         for onset, weights in zip(onsets, pattern):
-            peak = int(round((onset + latency) * sfreq))
+            peak = int(np.rint((onset + latency) * sfreq))
             window = slice(max(peak - half_width, 0), min(peak + half_width + 1, n_samples))
             bump = np.exp(-0.5 * ((times[window] - onset - latency) / 0.03) ** 2)
             data[:, window] += weights[:, None] * bump[None, :]
