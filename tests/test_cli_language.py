@@ -253,3 +253,29 @@ def test_speech_spec_errors_come_before_the_meg_and_the_model(speech_workspace, 
         *("probe-language", "--model", remote, "--out", "out", "--brain", spec),
         expected="the tokenizer needs remote code",
     )
+
+
+@pytest.mark.slow
+def test_a_study_calls_the_probe_with_typed_arguments(workspace, tmp_path):
+    """The library call (a study's way in) gives the command's result, with a preloaded model."""
+    from pathlib import Path
+
+    from brainalign.probe.language_run import LanguageProbeConfig, probe_language
+
+    folder, latencies, _ = workspace
+    config = LanguageProbeConfig(
+        model=Path(folder / "lm"),
+        brain=(str(folder / "sub-01_words-epo.fif"),),
+        words=Path(folder / "words.csv"),
+        context_words=8,
+        pca=5,
+        backend="numpy",
+        cache_dir=None,
+    )
+    run = probe_language(config, model=load_language_model(folder / "lm"), progress=False)
+    result = run.summary["results"][0]
+    assert result["temporal_score"] > 0.9
+    assert np.all(np.abs(np.array(result["t_max"]) - latencies) <= 0.1)
+    assert set(run.table["model"]) == {str(folder / "lm")}
+    with pytest.raises(ValueError, match="give at least one brain data set"):
+        LanguageProbeConfig(model=Path(folder / "lm"), brain=())

@@ -13,10 +13,16 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from speech_bids import SFREQ, PlantedWord, armeni_events, impulses, write_recording
+from speech_bids import (  # noqa: F401  (no_meg_reading is a fixture)
+    SFREQ,
+    PlantedWord,
+    armeni_events,
+    impulses,
+    no_meg_reading,
+    write_recording,
+)
 
 from brainalign.probe.datasets import Armeni2022Options, load_word_epochs, plan_word_epochs
-from brainalign.probe.datasets import speech_meg as speech_module
 from brainalign.probe.datasets.armeni2022 import load_armeni2022
 from brainalign.probe.formats import load_brain
 
@@ -175,15 +181,8 @@ def test_content_words_unknown_by_default_or_from_a_table(armeni, tmp_path):
 
 
 # ---------------------------------------------------------------------- bad input
-@pytest.fixture
-def no_meg_reading(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("MEG was read before the input was checked")
-
-    monkeypatch.setattr(speech_module, "_epoch_recording", refuse)
-
-
-def test_unknown_subject_and_session_are_named(armeni, no_meg_reading):
+@pytest.mark.usefixtures("no_meg_reading")
+def test_unknown_subject_and_session_are_named(armeni):
     root, _ = armeni
     with pytest.raises(FileNotFoundError, match=r"no subject sub-002 .*present: \['sub-001'\]"):
         load_word_epochs(f"armeni2022:{root}?subject=2")
@@ -197,7 +196,8 @@ def test_unknown_subject_and_session_are_named(armeni, no_meg_reading):
         load_word_epochs(f"armeni2022:{root}?subject=1&session=1")
 
 
-def test_events_without_words_or_missing(armeni, no_meg_reading):
+@pytest.mark.usefixtures("no_meg_reading")
+def test_events_without_words_or_missing(armeni):
     root, _ = armeni
     path = root / "sub-001/ses-002/meg/sub-001_ses-002_task-compr_events.tsv"
     events = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)

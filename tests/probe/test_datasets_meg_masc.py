@@ -14,18 +14,18 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from speech_bids import (
+from speech_bids import (  # noqa: F401  (no_meg_reading is a fixture)
     SFREQ,
     PlantedWord,
     flatten_meg_masc_events,
     impulses,
     meg_masc_events,
+    no_meg_reading,
     write_participants,
     write_recording,
 )
 
 from brainalign.probe.datasets import MegMascOptions, load_word_epochs, plan_word_epochs
-from brainalign.probe.datasets import speech_meg as speech_module
 from brainalign.probe.datasets.speech_meg import session_noise_ceiling
 from brainalign.probe.scores import noise_ceiling_split_half
 
@@ -183,15 +183,8 @@ def test_the_nemar_flattened_layout_reads_the_same(masc, tmp_path_factory):
 
 
 # ---------------------------------------------------------------------- bad input
-@pytest.fixture
-def no_meg_reading(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("MEG was read before the input was checked")
-
-    monkeypatch.setattr(speech_module, "_epoch_recording", refuse)
-
-
-def test_unknown_subject_session_or_task(masc, no_meg_reading):
+@pytest.mark.usefixtures("no_meg_reading")
+def test_unknown_subject_session_or_task(masc):
     with pytest.raises(FileNotFoundError, match=r"no subject sub-03 .*present: \['sub-01'\]"):
         load_word_epochs(f"meg-masc:{masc}?subject=3")
     with pytest.raises(ValueError, match=r"no session\(s\) \['2'\]; sessions found: \['0', '1'\]"):
@@ -200,7 +193,8 @@ def test_unknown_subject_session_or_task(masc, no_meg_reading):
         load_word_epochs(f"meg-masc:{masc}?subject=01&tasks=0,3")
 
 
-def test_events_without_words_or_with_broken_trial_types(masc, no_meg_reading):
+@pytest.mark.usefixtures("no_meg_reading")
+def test_events_without_words_or_with_broken_trial_types(masc):
     path = masc / "sub-01/ses-1/meg/sub-01_ses-1_task-0_events.tsv"
     lines = path.read_text().splitlines()
     path.write_text("\n".join(line for line in lines if "'kind': 'word'" not in line) + "\n")
@@ -216,7 +210,8 @@ def test_events_without_words_or_with_broken_trial_types(masc, no_meg_reading):
         load_word_epochs(f"meg-masc:{masc}?subject=01&sessions=0&tasks=0&conditions=pseudo_words")
 
 
-def test_sessions_must_describe_the_same_text(masc, no_meg_reading):
+@pytest.mark.usefixtures("no_meg_reading")
+def test_sessions_must_describe_the_same_text(masc):
     path = masc / "sub-01/ses-1/meg/sub-01_ses-1_task-0_events.tsv"
     events = path.read_text().replace(f"'word': '{story_words(0)[0].word}'", "'word': 'other'")
     path.write_text(events)

@@ -322,3 +322,18 @@ def test_noise_ceiling_rows_stand_beside_the_scores(model, planted):
     )
     assert scored.summary["noise_ceiling_words"] == len(content)
     assert scored.summary["noise_ceiling"] == pytest.approx(np.mean(2 * r / (1 + r)), abs=1e-5)
+
+
+def test_bf16_autocast_features_are_cached_apart_and_close(model, tmp_path):
+    """The GPU path's precision on CPU: bf16 autocast changes the cache key, not the answer
+    beyond bf16 rounding."""
+    from brainalign.probe.cache import FeatureCache
+
+    cache = FeatureCache(tmp_path / "cache")
+    words = WordSequence.from_table(word_table(30, n_stories=2), "t")
+    options = dict(layers=[2], context_words=6, progress=False, device="cpu", cache=cache)
+    full = extract_word_features(model, words, dtype="float32", **options)[2]
+    half = extract_word_features(model, words, dtype="bfloat16", **options)[2]
+    assert not np.array_equal(full, half)  # computed again, in bf16: not the cached float32
+    correlation = np.corrcoef(full.ravel(), half.ravel())[0, 1]
+    assert correlation > 0.99

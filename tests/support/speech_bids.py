@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 SFREQ = 100.0
 MEG_CHANNELS = ["MLC11", "MLC12", "MRO11", "MRO12"]
@@ -49,6 +50,17 @@ class PlantedWord:
     onset: float
     run: int = 1
     condition: str = "sentence"
+
+
+@pytest.fixture
+def no_meg_reading(monkeypatch):
+    """Fail the test if any MEG recording is read (for errors that must come first)."""
+    from brainalign.probe.datasets import speech_meg
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("MEG was read before the input was checked")
+
+    monkeypatch.setattr(speech_meg, "_epoch_recording", refuse)
 
 
 def write_recording(

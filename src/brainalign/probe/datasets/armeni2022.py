@@ -55,7 +55,7 @@ from brainalign.probe.datasets.speech_meg import (
     read_events_tsv,
     read_word_epochs,
     require_columns,
-    subject_folder,
+    subject_recordings,
 )
 
 __all__ = ["Armeni2022Options", "load_armeni2022", "plan_armeni2022"]
@@ -92,15 +92,6 @@ class Armeni2022Options(SpeechMegOptions):
     task: str = "compr"
     story: Literal["session", "run"] = "session"
     lowercase: bool = False
-
-
-def _subject_label(text: str | None) -> str:
-    if text is None:
-        raise ValueError("armeni2022 needs a subject: add ?subject=N (1..3)")
-    cleaned = str(text).strip().lower().removeprefix("sub-")
-    if not cleaned.isdigit():
-        raise ValueError(f"armeni2022 subject must be a number like 1 or 001; got {text!r}")
-    return f"{int(cleaned):03d}"
 
 
 def _word_rows(path: Path, session: str, options: Armeni2022Options) -> pd.DataFrame:
@@ -164,27 +155,10 @@ def plan_armeni2022(location: str | Path, options: Armeni2022Options) -> SpeechP
     FileNotFoundError, ValueError
         A missing folder, subject, session, recording or events file; events without words.
     """
-    import mne_bids
-
-    root = Path(location)
-    if not root.is_dir():
-        raise FileNotFoundError(f"armeni2022: no BIDS folder {root}")
-    label = _subject_label(options.subject)
-    subject_folder(root, label, DATASET)
-    matches = mne_bids.find_matching_paths(
-        root,
-        subjects=label,
-        tasks=options.task,
-        datatypes="meg",
-        suffixes="meg",
-        extensions=[".ds", ".fif"],
+    _, label, matches = subject_recordings(
+        location, DATASET, options.subject, digits=3, extensions=[".ds", ".fif"], task=options.task
     )
-    found = {path.session: path for path in matches if path.session}
-    if not found:
-        raise FileNotFoundError(
-            f"armeni2022: no MEG recording of sub-{label}, task {options.task!r} under {root} "
-            f"(looked for sub-{label}/ses-*/meg/sub-{label}_ses-*_task-{options.task}_meg.ds)"
-        )
+    found = {path.session: path for path in matches}
     wanted = None if options.sessions is None else [f"{n:03d}" for n in options.sessions]
     sessions = check_labels(wanted, sorted(found), "session", f"armeni2022 sub-{label}")
     recordings = []

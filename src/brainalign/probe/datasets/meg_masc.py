@@ -60,7 +60,7 @@ from brainalign.probe.datasets.speech_meg import (
     read_events_tsv,
     read_word_epochs,
     require_columns,
-    subject_folder,
+    subject_recordings,
 )
 
 __all__ = ["CONDITIONS", "MegMascOptions", "load_meg_masc", "plan_meg_masc"]
@@ -101,15 +101,6 @@ class MegMascOptions(SpeechMegOptions):
         unknown = [condition for condition in self.conditions if condition not in CONDITIONS]
         if unknown:
             raise ValueError(f"conditions {unknown} unknown; MEG-MASC has {list(CONDITIONS)}")
-
-
-def _subject_label(text: str | None) -> str:
-    if text is None:
-        raise ValueError("meg-masc needs a subject: add ?subject=NN (01..27)")
-    cleaned = str(text).strip().lower().removeprefix("sub-")
-    if not cleaned.isdigit():
-        raise ValueError(f"meg-masc subject must be a number like 1 or 01; got {text!r}")
-    return f"{int(cleaned):02d}"
 
 
 # ---------------------------------------------------------------------- events
@@ -219,22 +210,10 @@ def plan_meg_masc(location: str | Path, options: MegMascOptions) -> SpeechPlan:
     FileNotFoundError, ValueError
         A missing folder, subject, session, task or events file; events without words.
     """
-    import mne_bids
-
-    root = Path(location)
-    if not root.is_dir():
-        raise FileNotFoundError(f"meg-masc: no BIDS folder {root}")
-    label = _subject_label(options.subject)
-    subject_folder(root, label, DATASET)
-    matches = mne_bids.find_matching_paths(
-        root, subjects=label, datatypes="meg", suffixes="meg", extensions=[".con", ".fif"]
+    root, label, matches = subject_recordings(
+        location, DATASET, options.subject, digits=2, extensions=[".con", ".fif"]
     )
-    found = {(path.session, path.task): path for path in matches if path.session and path.task}
-    if not found:
-        raise FileNotFoundError(
-            f"meg-masc: no MEG recording of sub-{label} under {root} (looked for "
-            f"sub-{label}/ses-*/meg/sub-{label}_ses-*_task-*_meg.con)"
-        )
+    found = {(path.session, path.task): path for path in matches}
     where = f"meg-masc sub-{label}"
     wanted = None if options.sessions is None else [str(n) for n in options.sessions]
     sessions = check_labels(wanted, sorted({key[0] for key in found}), "session", where)

@@ -44,7 +44,7 @@ from __future__ import annotations
 import csv
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -127,14 +127,17 @@ class SpeechMegOptions:
     content_table: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.tmin >= self.tmax:
-            raise ValueError(f"tmin ({self.tmin}) must be below tmax ({self.tmax})")
-        for name in ("l_freq", "h_freq", "raw_resample_hz", "resample_hz"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive or none; got {value}")
-        if self.l_freq and self.h_freq and self.l_freq >= self.h_freq:
-            raise ValueError(f"l_freq ({self.l_freq}) must be below h_freq ({self.h_freq})")
+        rates = ("l_freq", "h_freq", "raw_resample_hz", "resample_hz")
+        bad = {name: getattr(self, name) for name in rates}
+        bad = {name: value for name, value in bad.items() if value is not None and value <= 0}
+        if bad:
+            raise ValueError(f"{', '.join(bad)} must be positive or none; got {bad}")
+        pairs = [("tmin", "tmax")] + ([("l_freq", "h_freq")] if self.l_freq and self.h_freq else [])
+        for low, high in pairs:
+            if getattr(self, low) >= getattr(self, high):
+                raise ValueError(
+                    f"{low} ({getattr(self, low)}) must be below {high} ({getattr(self, high)})"
+                )
 
     @property
     def preparation(self) -> MEGPreparation:
@@ -530,15 +533,56 @@ def _repeats_and_ceiling(
 
 
 # ---------------------------------------------------------------------- helpers for loaders
-def subject_folder(root: Path, label: str, dataset: str) -> Path:
-    """``root/sub-<label>``, or one line naming the subjects present."""
-    folder = root / f"sub-{label}"
-    if not folder.is_dir():
+def subject_recordings(
+    location: str | Path,
+    dataset: str,
+    subject: str | None,
+    *,
+    digits: int,
+    extensions: list[str],
+    task: str | None = None,
+) -> tuple[Path, str, list[Any]]:
+    """The BIDS root, the subject's label and its MEG recordings (``mne_bids`` paths).
+
+    Parameters
+    ----------
+    subject : str
+        ``1``, ``001`` or ``sub-001``; written with ``digits`` digits.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such folder, no such subject (naming those present), no recording.
+    ValueError
+        No subject, or one that is not a number.
+    """
+    import mne_bids
+
+    root = Path(location)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{dataset}: no BIDS folder {root}")
+    if subject is None:
+        raise ValueError(f"{dataset} needs a subject: add ?subject=N")
+    cleaned = str(subject).strip().lower().removeprefix("sub-")
+    if not cleaned.isdigit():
+        raise ValueError(f"{dataset} subject must be a number like 1 or 01; got {subject!r}")
+    label = f"{int(cleaned):0{digits}d}"
+    if not (root / f"sub-{label}").is_dir():
         present = sorted(path.name for path in root.glob("sub-*") if path.is_dir())
         raise FileNotFoundError(
             f"{dataset}: no subject sub-{label} under {root}; subjects present: {present}"
         )
-    return folder
+    matches = mne_bids.find_matching_paths(
+        root, subjects=label, tasks=task, datatypes="meg", suffixes="meg", extensions=extensions
+    )
+    matches = [path for path in matches if path.session and path.task]
+    if not matches:
+        raise FileNotFoundError(
+            f"{dataset}: no MEG recording of sub-{label} under {root} (looked for "
+            f"sub-{label}/ses-*/meg/sub-{label}_ses-*_task-{task or '*'}_meg"
+            f"{'|'.join(extensions)})"
+        )
+    return root, label, matches
 
 
 def check_labels(wanted: list[str] | None, found: list[str], what: str, where: str) -> list[str]:
@@ -618,8 +662,3 @@ def plan_word_epochs(spec: str | Path, *, subject: str | None = None) -> SpeechP
 def load_word_epochs(spec: str | Path, *, subject: str | None = None) -> WordEpochs:
     """:func:`plan_word_epochs` then :func:`read_word_epochs`."""
     return read_word_epochs(plan_word_epochs(spec, subject=subject))
-
-
-def with_options(plan: SpeechPlan, **changes: Any) -> SpeechPlan:
-    """The plan with some preparation options changed (the word table is kept)."""
-    return replace(plan, options=replace(plan.options, **changes))
