@@ -216,4 +216,6 @@ def test_load_brain_registers_named_loaders_on_its_own():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert "THINGS-fMRI folder not found" in result.stdout
-    assert "['algonauts2023', 'nsd', 'things-fmri', 'things-meg']" in result.stdout
+    assert "['algonauts2023', 'armeni2022', 'meg-masc', 'nsd', 'things-fmri', 'things-meg']" in (
+        result.stdout
+    )

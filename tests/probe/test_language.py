@@ -222,3 +222,118 @@ def test_meg_ids_missing_from_the_word_table_are_named(model, planted):
     brain.stimulus_ids[-1] = "not-a-word"
     with pytest.raises(ValueError, match=r"1 MEG stimulus ids are not in the word table.*not-a"):
         score_language(features, {layer: 0.5 for layer in layers}, words, brain)
+
+
+# ---------------------------------------------------------------------------- batching
+def test_batches_by_length_pad_less_and_cover_every_word():
+    from brainalign.probe.language import length_batches
+
+    lengths = [3, 40, 5, 38, 4, 41, 6, 39]
+    unsorted = length_batches(lengths, 2, sort=False)
+    by_length = length_batches(lengths, 2)
+
+    def padding(batches):
+        widths = [len(b) * max(lengths[i] for i in b) for b in batches]
+        return sum(widths) - sum(lengths)
+
+    assert sorted(np.concatenate(by_length).tolist()) == list(range(8))
+    assert [lengths[i] for i in by_length[0]] == [41, 40]  # longest first: memory errors early
+    assert padding(by_length) == 4 < padding(unsorted) == 140
+    capped = length_batches(lengths, 8, max_tokens=80)
+    assert all(len(b) * max(lengths[i] for i in b) <= 80 for b in capped if len(b) > 1)
+    assert sorted(np.concatenate(capped).tolist()) == list(range(8))
+
+
+def test_features_batched_by_length_equal_the_unsorted_order(model):
+    rng = np.random.default_rng(3)
+    table = word_table(60, n_stories=5)
+    table["story"] = rng.choice(["a", "b", "c"], size=60)  # many story changes: lengths vary
+    words = WordSequence.from_table(table.sort_values("story", kind="stable"), "t")
+    options = dict(layers=[0, 3, 5], context_words=10, batch_size=8, progress=False)
+    by_length = extract_word_features(model, words, **options)
+    unsorted = extract_word_features(model, words, sort_by_length=False, **options)
+    capped = extract_word_features(model, words, max_batch_tokens=24, **options)
+    for layer in (0, 3, 5):
+        np.testing.assert_allclose(by_length[layer], unsorted[layer], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(capped[layer], unsorted[layer], rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- model folders
+@pytest.mark.parametrize("name", ["tokenizer_config.json", "config.json"])
+def test_a_folder_that_needs_remote_code_is_refused_before_the_weights(
+    tmp_path, model_folder, monkeypatch, name
+):
+    import json
+    import shutil
+
+    from brainalign.probe import models
+
+    folder = tmp_path / "remote"
+    shutil.copytree(model_folder, folder)
+    settings = json.loads((folder / name).read_text())
+    settings["auto_map"] = {"AutoTokenizer": ["tokenization_x.XTokenizer", None]}
+    (folder / name).write_text(json.dumps(settings))
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the weights were read before the folder was checked")
+
+    monkeypatch.setattr(models, "load_huggingface_module", no_weights)
+    what = "tokenizer" if name.startswith("tokenizer") else "model"
+    with pytest.raises(ValueError, match=rf"{name}: the {what} needs remote code \(auto_map"):
+        load_language_model(folder)
+
+
+# ---------------------------------------------------------------------------- content, ceiling
+def test_unknown_content_words_are_refused_unless_every_word_is_scored(model, planted):
+    words, layers, features, _, _ = planted
+    unknown = WordSequence(words.ids, words.words, words.stories, words.content, False, "x.tsv")
+    brain = _brain(unknown, np.arange(len(words)), np.zeros((len(words), 2, 27), np.float32))
+    with pytest.raises(ValueError, match="x.tsv: which words are content words is unknown"):
+        score_language(features, {layer: 0.5 for layer in layers}, unknown, brain)
+
+
+@pytest.mark.slow
+def test_noise_ceiling_rows_stand_beside_the_scores(model, planted):
+    """Two planted 'sessions': the r rows are those of their mean, the ceiling its own rows."""
+    words, layers, features, content, components = planted
+    latencies = [0.1 + 0.1 * index for index in range(len(layers))]
+    rng = np.random.default_rng(1)
+    signal = planted_word_meg([components[layer] for layer in layers], latencies, TIMES)
+    sessions = signal[None] + rng.standard_normal((2, *signal.shape)).astype(np.float32)
+    mean = sessions.mean(axis=0)
+    depths = {layer: model.relative_depths[layer] for layer in layers}
+    config = EncodingConfig(backend="numpy", direction="decoding", alphas=[1e-2, 1e0, 1e2])
+    kwargs = dict(n_components=5, config=config)
+    plain = score_language(features, depths, words, _brain(words, content, mean), **kwargs)
+    with_repeats = _brain(words, content, mean)
+    with_repeats.repeats = sessions
+    scored = score_language(features, depths, words, with_repeats, **kwargs)
+    ceiling_rows = scored.table[scored.table["metric"] == "noise_ceiling"]
+    pd.testing.assert_frame_equal(
+        scored.table[scored.table["metric"] != "noise_ceiling"].reset_index(drop=True),
+        plain.table.reset_index(drop=True),
+    )  # never folded into the scores
+    assert len(ceiling_rows) == (24 + 1) * TIMES.size  # per (channel, time) + per time
+    flat = sessions.reshape(2, len(content), -1).astype(np.float64)
+    r = np.array([np.corrcoef(flat[0, :, j], flat[1, :, j])[0, 1] for j in range(flat.shape[2])])
+    per_channel = ceiling_rows[ceiling_rows["group"] == "MEG003"].sort_values("time")
+    np.testing.assert_allclose(
+        per_channel["value"], (2 * r / (1 + r)).reshape(24, -1)[3], rtol=1e-4, atol=1e-6
+    )
+    assert scored.summary["noise_ceiling_words"] == len(content)
+    assert scored.summary["noise_ceiling"] == pytest.approx(np.mean(2 * r / (1 + r)), abs=1e-5)
+
+
+def test_bf16_autocast_features_are_cached_apart_and_close(model, tmp_path):
+    """The GPU path's precision on CPU: bf16 autocast changes the cache key, not the answer
+    beyond bf16 rounding."""
+    from brainalign.probe.cache import FeatureCache
+
+    cache = FeatureCache(tmp_path / "cache")
+    words = WordSequence.from_table(word_table(30, n_stories=2), "t")
+    options = dict(layers=[2], context_words=6, progress=False, device="cpu", cache=cache)
+    full = extract_word_features(model, words, dtype="float32", **options)[2]
+    half = extract_word_features(model, words, dtype="bfloat16", **options)[2]
+    assert not np.array_equal(full, half)  # computed again, in bf16: not the cached float32
+    correlation = np.corrcoef(full.ravel(), half.ravel())[0, 1]
+    assert correlation > 0.99

@@ -1,11 +1,18 @@
 """``brainalign probe-language``: a language model's layers against word-locked MEG (Study C).
 
     brainalign probe-language --model models/pythia-14m --brain sub-01_words-epo.fif --out out/lm
+    brainalign probe-language --model models/pythia-14m --out out/lm \\
+        --brain 'armeni2022:/data/armeni?subject=1&sessions=1-3&content=all'
+    brainalign probe-language --model models/pythia-14m --out out/lm --all-words \\
+        --brain 'meg-masc:/data/meg-masc?subject=01&sessions=0,1'
 
-The words come from the epochs' metadata (columns ``word``, optional ``story`` and ``pos`` or
-``is_content``), or from ``--words table.csv`` when the epochs cover only some words: the
-model must read every word of the text as context. Everything is checked before the model
-runs; the output folder is written under a temporary name and renamed at the end.
+Brain data: a named speech data set (its words and onsets come from its BIDS events, see
+:mod:`brainalign.probe.datasets.speech_meg`), or MNE epochs whose metadata carry the words
+(columns ``word``, optional ``story`` and ``pos`` or ``is_content``), or epochs plus ``--words
+table.csv`` when the epochs cover only some words: the model must read every word of the text
+as context. Everything is checked before the model runs; the output folder is written under a
+temporary name and renamed at the end. The work itself is
+:func:`brainalign.probe.language_run.probe_language`.
 """
 
 from __future__ import annotations
@@ -32,13 +39,14 @@ def add(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Namespace]
         "--brain",
         action="append",
         default=[],
-        metavar="EPOCHS",
-        help="word-locked MEG epochs (-epo.fif with stimulus_id per word); repeat for several",
+        metavar="SPEC",
+        help="word-locked MEG: armeni2022:FOLDER?subject=N..., meg-masc:FOLDER?subject=NN..., "
+        "or a -epo.fif with stimulus_id per word; repeat for several",
     )
     parser.add_argument(
         "--words",
-        help="CSV of every word in order (stimulus_id, word, [story], [pos|is_content]); "
-        "default: the epochs' metadata",
+        help="CSV of every word in order (stimulus_id, word, [story], [pos|is_content]) for "
+        "-epo.fif brains; default: the epochs' metadata",
     )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--overwrite", action="store_true")
@@ -60,16 +68,23 @@ def add(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Namespace]
     )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
+        "--max-batch-tokens", type=int, help="padded tokens per forward pass at most"
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    parser.add_argument(
+        "--dtype", default="auto", help="auto (bf16 autocast on CUDA), float32, bfloat16"
+    )
+    parser.add_argument(
         "--cache-dir", default=".brainalign_cache", help="feature cache folder ('' disables it)"
     )
 
     def run(ns: argparse.Namespace) -> None:
-        if not ns.brain:
-            raise ValueError("give at least one --brain EPOCHS file")
+        from brainalign.probe.language_run import probe_language
+
         out = Path(ns.out)
         if out.exists() and not ns.overwrite:
             raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-        result = probe_language(ns, progress=True)
+        result = probe_language(config_from_arguments(ns), progress=True)
         result.write(out, overwrite=ns.overwrite)
         for line in result.summary_lines():
             print(line)
@@ -78,98 +93,24 @@ def add(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Namespace]
     return run
 
 
-def _word_tables(ns: argparse.Namespace) -> list[tuple[Any, Any]]:
-    """(BrainData, WordSequence) per ``--brain``, with every check done before the model runs."""
-    import pandas as pd
+def config_from_arguments(ns: argparse.Namespace) -> Any:
+    """The :class:`~brainalign.probe.language_run.LanguageProbeConfig` of parsed arguments."""
+    from brainalign.probe.language_run import LanguageProbeConfig
 
-    from brainalign.probe.formats import load_meg_epochs_with_metadata
-    from brainalign.probe.language import WordSequence
-    from brainalign.utils.reading import read_file
-
-    shared = None
-    if ns.words:
-        table = read_file(
-            lambda: pd.read_csv(ns.words, dtype={"stimulus_id": str}), ns.words, "a CSV table"
-        )
-        shared = WordSequence.from_table(table, ns.words)
-    pairs = []
-    for path in ns.brain:
-        brain, metadata = load_meg_epochs_with_metadata(path)
-        words = shared or WordSequence.from_table(metadata, f"{path} (epochs metadata)")
-        unknown = words.unknown_ids(brain.stimulus_ids)
-        if unknown:
-            raise ValueError(
-                f"{path}: {len(unknown)} epochs name stimulus ids missing from the word table, "
-                f"e.g. {unknown[:5]}"
-            )
-        pairs.append((brain.drop_bad_targets(), words))
-    return pairs
-
-
-def probe_language(ns: argparse.Namespace, *, progress: bool = True) -> Any:
-    """Extract word features once per word table and score every ``--brain``."""
-    import pandas as pd
-
-    from brainalign.probe.cache import FeatureCache
-    from brainalign.probe.features import select_layers
-    from brainalign.probe.language import (
-        DEFAULT_LANGUAGE_ALPHAS,
-        extract_word_features,
-        load_language_model,
-        score_language,
-    )
-    from brainalign.probe.pipeline import EncodingConfig
-    from brainalign.probe.run import ProbeRun
-
-    folder = Path(ns.model)
-    if not (folder / "config.json").is_file():  # before the (possibly large) MEG files are read
-        raise FileNotFoundError(
-            f"{folder} is not a Hugging Face model folder: expected config.json, the weights "
-            "and the tokenizer files in it (nothing is downloaded)"
-        )
-    pairs = _word_tables(ns)
-    model = load_language_model(folder)
-    layers = select_layers(model.depth, ns.layers)
-    depths = {layer: model.relative_depths[layer] for layer in layers}
-    config = EncodingConfig(
-        alphas=[float(alpha) for alpha in DEFAULT_LANGUAGE_ALPHAS],
+    return LanguageProbeConfig(
+        model=Path(ns.model),
+        brain=tuple(ns.brain),
+        words=Path(ns.words) if ns.words else None,
+        context_words=ns.context,
+        layers=ns.layers,
+        pca=ns.pca or None,
+        content_only=not ns.all_words,
+        direction=ns.direction,
         n_folds=ns.n_folds,
         backend=ns.backend,
-        direction=ns.direction,
+        batch_size=ns.batch_size,
+        max_batch_tokens=ns.max_batch_tokens,
+        device=ns.device,
+        dtype=ns.dtype,
+        cache_dir=Path(ns.cache_dir) if ns.cache_dir else None,
     )
-    cache = FeatureCache(ns.cache_dir) if ns.cache_dir else None
-    tables, summaries, extracted = [], [], {}
-    for brain, words in pairs:
-        if id(words) not in extracted:  # one extraction per word table
-            extracted[id(words)] = extract_word_features(
-                model,
-                words,
-                layers=layers,
-                context_words=ns.context,
-                batch_size=ns.batch_size,
-                progress=progress,
-                cache=cache,
-            )
-        scores = score_language(
-            extracted[id(words)],
-            depths,
-            words,
-            brain,
-            n_components=ns.pca or None,
-            content_only=not ns.all_words,
-            config=config,
-            progress=progress,
-        )
-        tables.append(scores.table)
-        summaries.append({**scores.summary, "context_words": ns.context})
-    table = pd.concat(tables, ignore_index=True).assign(model=ns.model)
-    summary = {
-        "model": ns.model,
-        "architecture": model.name,
-        "layers": layers,
-        "context_words": ns.context,
-        "pca": ns.pca or None,
-        "content_only": not ns.all_words,
-        "results": summaries,
-    }
-    return ProbeRun(table=table, summary=summary, rois={})

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,11 @@ __all__ = [
     "DEFAULT_LANGUAGE_DEPTHS",
     "LanguageModel",
     "WordSequence",
+    "check_language_model_folder",
     "extract_word_features",
+    "length_batches",
     "load_language_model",
+    "noise_ceiling_rows",
     "score_language",
 ]
 
@@ -75,12 +79,20 @@ class WordSequence:
         Story (or run) of each word; context never crosses a story boundary.
     content : ndarray of bool, shape (n_words,)
         Whether the word is scored (content words); every word serves as context.
+    content_known : bool
+        False when nothing says which words are content words (a data set without
+        part-of-speech annotation): ``content`` is then all True, and scoring content words
+        only is refused (:func:`score_language`).
+    source : str
+        Where the words come from, for messages.
     """
 
     ids: tuple[str, ...]
     words: tuple[str, ...]
     stories: tuple[str, ...]
     content: np.ndarray
+    content_known: bool = True
+    source: str = ""
 
     @classmethod
     def from_table(
@@ -122,7 +134,7 @@ class WordSequence:
             content = table["pos"].astype(str).str.upper().isin(allowed).to_numpy()
         else:
             content = np.ones(len(table), dtype=bool)
-        return cls(tuple(ids), tuple(words), tuple(stories), content)
+        return cls(tuple(ids), tuple(words), tuple(stories), content, source=source)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -214,16 +226,58 @@ class LanguageModel:
         return ids[-self.max_tokens :]
 
 
+def check_language_model_folder(folder: str | Path) -> Path:
+    """Cheap checks of a language model folder, before anything heavy is read.
+
+    ``config.json`` must be there, and neither it nor ``tokenizer_config.json`` may ask for
+    remote code (``auto_map`` or ``trust_remote_code``): brainalign never runs code shipped
+    with a model.
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``config.json`` in the folder.
+    ValueError
+        A file that needs remote code, or that is not JSON; the message names the file.
+    """
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a Hugging Face model folder: expected config.json, the weights "
+            "and the tokenizer files in it (nothing is downloaded)"
+        )
+    for name in ("config.json", "tokenizer_config.json"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            settings = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} is not a JSON file ({error})") from None
+        if not isinstance(settings, dict):
+            continue
+        needs = [key for key in ("auto_map", "trust_remote_code") if key in settings]
+        if needs:
+            what = "tokenizer" if name.startswith("tokenizer") else "model"
+            raise ValueError(
+                f"{path}: the {what} needs remote code ({needs[0]}: {settings[needs[0]]}), which "
+                f"brainalign never runs; save a {what} that transformers implements itself "
+                f"into the folder (e.g. {what}.save_pretrained(folder) from a built-in class)"
+            )
+    return folder
+
+
 def load_language_model(folder: str | Path) -> LanguageModel:
     """A Hugging Face model folder on disk (config, weights, tokenizer files); nothing downloaded.
 
     Weights are read with safetensors, or ``torch.load(weights_only=True)`` for
-    ``pytorch_model.bin``; remote code is never run; weights that do not fit the config are
-    refused (see :func:`brainalign.probe.models.load_probe_model`).
+    ``pytorch_model.bin``; remote code is never run (:func:`check_language_model_folder`);
+    weights that do not fit the config are refused (see
+    :func:`brainalign.probe.models.load_probe_model`).
     """
     from brainalign.probe.models import load_huggingface_module
 
-    folder = Path(folder)
+    folder = check_language_model_folder(folder)
     module, config = load_huggingface_module(folder)  # raises first when transformers is absent
     import transformers
 
@@ -271,6 +325,8 @@ def extract_word_features(
     layers: Sequence[int],
     context_words: int = 50,
     batch_size: int = 32,
+    max_batch_tokens: int | None = None,
+    sort_by_length: bool = True,
     device: str | torch.device = "auto",
     dtype: str = "auto",
     progress: bool = True,
@@ -288,6 +344,12 @@ def extract_word_features(
         Words of the same story read before each word (0: the word alone).
     batch_size : int
         Contexts per forward pass (right-padded; the attention mask hides the padding).
+    max_batch_tokens : int, optional
+        Also cap each batch at this many (padded) tokens, so long contexts come in smaller
+        batches (GPU memory grows with batch x length).
+    sort_by_length : bool
+        Batch contexts of similar token length together, longest first (little padding, and
+        an out-of-memory error comes in the first batch); the features do not depend on it.
     device, dtype
         As in :func:`brainalign.probe.features.extract_features` (bf16 autocast on CUDA).
     progress : bool
@@ -305,12 +367,21 @@ def extract_word_features(
         raise ValueError(f"layers must be indices in [0, {model.depth}); got {layers}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_batch_tokens is not None and max_batch_tokens < 1:
+        raise ValueError(f"max_batch_tokens must be >= 1 or None, got {max_batch_tokens}")
     target = resolve_device(device)
     compute_dtype = resolve_dtype(dtype, target)
 
     def compute(missing: list[int]) -> dict[int, np.ndarray]:
+        sequences = [model.encode(context) for context in words.contexts(context_words)]
+        batches = length_batches(
+            [len(ids) for ids in sequences],
+            batch_size,
+            max_tokens=max_batch_tokens,
+            sort=sort_by_length,
+        )
         return _run_language_model(
-            model, words, missing, context_words, batch_size, target, compute_dtype, progress
+            model, sequences, batches, missing, target, compute_dtype, progress
         )
 
     return features_through_cache(
@@ -327,27 +398,69 @@ def extract_word_features(
     )
 
 
+def length_batches(
+    lengths: Sequence[int], batch_size: int, *, max_tokens: int | None = None, sort: bool = True
+) -> list[np.ndarray]:
+    """Group sequences into batches, by token length when ``sort``.
+
+    Parameters
+    ----------
+    lengths : sequence of int, (n_sequences,)
+        Token count of each sequence.
+    batch_size : int
+        At most this many sequences per batch.
+    max_tokens : int, optional
+        At most this many padded tokens (``len(batch) * longest``) per batch; a sequence longer
+        than it gets a batch of its own.
+    sort : bool
+        Longest first, so that a batch holds sequences of similar length (padding is what a
+        right-padded batch wastes); else in the given order.
+
+    Returns
+    -------
+    list of ndarray of int
+        Positions of the sequences of each batch; every position appears once.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable") if sort else np.arange(lengths.size)
+    batches: list[np.ndarray] = []
+    current: list[int] = []
+    longest = 0
+    for position in order:
+        wider = max(longest, int(lengths[position]))
+        full = len(current) >= batch_size
+        too_many_tokens = max_tokens is not None and (len(current) + 1) * wider > max_tokens
+        if current and (full or too_many_tokens):
+            batches.append(np.array(current, dtype=np.int64))
+            current, wider = [], int(lengths[position])
+        current.append(int(position))
+        longest = wider
+    if current:
+        batches.append(np.array(current, dtype=np.int64))
+    return batches
+
+
 def _run_language_model(
     model: LanguageModel,
-    words: WordSequence,
+    sequences: list[list[int]],
+    batches: list[np.ndarray],
     layers: list[int],
-    context_words: int,
-    batch_size: int,
     device: torch.device,
     compute_dtype: torch.dtype,
     progress: bool,
 ) -> dict[int, np.ndarray]:
-    """One forward pass per batch of contexts for all ``layers``; last-token states."""
-    sequences = [model.encode(context) for context in words.contexts(context_words)]
+    """One forward pass per batch for all ``layers``; each word's last-token states, in the
+    order of ``sequences`` whatever the batches."""
     module = model.module.to(device)
     outputs: dict[int, np.ndarray] = {}
     autocast = torch.autocast(
         device_type=device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32
     )
-    starts = range(0, len(sequences), batch_size)
     with torch.inference_mode(), autocast:
-        for start in tqdm(starts, desc=f"words {model.name}", unit="batch", disable=not progress):
-            batch = sequences[start : start + batch_size]
+        for rows_of_batch in tqdm(
+            batches, desc=f"words {model.name}", unit="batch", disable=not progress
+        ):
+            batch = [sequences[row] for row in rows_of_batch]
             lengths = torch.tensor([len(ids) for ids in batch])
             input_ids = torch.zeros((len(batch), int(lengths.max())), dtype=torch.long)
             for row, ids in enumerate(batch):
@@ -364,7 +477,7 @@ def _run_language_model(
                 states = hidden[layer + 1][rows, last].float().cpu().numpy()  # (B, hidden)
                 if layer not in outputs:
                     outputs[layer] = np.empty((len(sequences), states.shape[1]), np.float32)
-                outputs[layer][start : start + len(batch)] = states
+                outputs[layer][rows_of_batch] = states
     return outputs
 
 
@@ -401,15 +514,26 @@ def score_language(
     Returns
     -------
     ProbeScores
-        As :func:`brainalign.probe.pipeline.score_layers`; ``feature_kind`` "language".
+        As :func:`brainalign.probe.pipeline.score_layers`; ``feature_kind`` "language". When
+        the MEG has repeats (``brain.repeats``: sessions of the same words) or a noise
+        ceiling, ``noise_ceiling`` rows are added (:func:`noise_ceiling_rows`) and the summary
+        gets ``noise_ceiling`` (mean over channels and times) and ``noise_ceiling_words``; they
+        are never folded into ``r``.
 
     Raises
     ------
     ValueError
-        MEG epochs of ids that are not in the word table, too few words, not MEG.
+        MEG epochs of ids that are not in the word table, too few words, not MEG, content
+        words asked for where the word table does not say which they are.
     """
     if brain.modality != "meg":
         raise ValueError(f"{brain.subject}: language features are scored against MEG only")
+    if content_only and not words.content_known:
+        raise ValueError(
+            f"{words.source or brain.subject}: which words are content words is unknown (the "
+            "data set annotates no part of speech); score every word (--all-words, or "
+            "content=all in the spec) or give is_content/pos per word (content_table=words.csv)"
+        )
     config = config or EncodingConfig(
         alphas=[float(alpha) for alpha in DEFAULT_LANGUAGE_ALPHAS], direction="decoding"
     )
@@ -435,7 +559,7 @@ def score_language(
     if n_components is not None:
         limit = min(len(keep), *(array.shape[1] for array in selected.values()))
         selected = reduce_features(selected, min(n_components, limit))
-    return score_layers(
+    scores = score_layers(
         selected,
         depths,
         brain,
@@ -445,3 +569,67 @@ def score_language(
         progress=progress,
         stimulus_ids=keep,
     )
+    ceiling, n_words = _scored_noise_ceiling(brain)
+    if ceiling is None:
+        return scores
+    rows = noise_ceiling_rows(ceiling, brain, columns=list(scores.table.columns))
+    summary = {
+        **scores.summary,
+        "noise_ceiling": float(np.nanmean(ceiling)),
+        "noise_ceiling_words": n_words,
+    }
+    table = pd.concat([scores.table, rows], ignore_index=True)
+    return replace(scores, table=table, summary=summary)
+
+
+def _scored_noise_ceiling(brain: BrainData) -> tuple[np.ndarray | None, int]:
+    """The split-half ceiling of the scored words from their repeats, else the data's own."""
+    if brain.repeats is not None and brain.repeats.shape[0] >= 2 and brain.n_stimuli >= 3:
+        from brainalign.probe.datasets.speech_meg import session_noise_ceiling
+
+        return session_noise_ceiling(brain.repeats), brain.n_stimuli
+    if brain.noise_ceiling is not None:
+        return brain.noise_ceiling, -1
+    return None, 0
+
+
+def noise_ceiling_rows(
+    ceiling: np.ndarray, brain: BrainData, *, columns: Sequence[str]
+) -> pd.DataFrame:
+    """Score-table rows of a word-locked MEG noise ceiling (its own metric, ``layer = -1``).
+
+    Parameters
+    ----------
+    ceiling : ndarray of shape (n_channels, n_times)
+        Split-half reliability (fraction) per channel and time.
+    brain : BrainData, modality "meg"
+    columns : sequence of str
+        The score table's columns (``ci_low``/``ci_high`` are NaN here).
+
+    Returns
+    -------
+    DataFrame
+        ``metric = "noise_ceiling"``; one row per (channel, time) with ``group`` the channel,
+        and one per time with ``group = "time"`` (the mean over channels).
+    """
+    ceiling = np.asarray(ceiling, dtype=np.float64)  # (C, T)
+    times = np.asarray(brain.times, dtype=np.float64)
+    channels = brain.targets["channel"].astype(str).to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a time with NaN on every channel
+        per_time = np.nanmean(ceiling, axis=0)  # (T,)
+    groups = np.concatenate([np.repeat(channels, times.size), np.full(times.size, "time")])
+    frame = pd.DataFrame(
+        {
+            "subject": brain.subject,
+            "modality": brain.modality,
+            "feature_kind": "language",
+            "layer": -1,
+            "depth": np.nan,
+            "group": groups,
+            "time": np.concatenate([np.tile(times, channels.size), times]),
+            "metric": "noise_ceiling",
+            "value": np.concatenate([ceiling.reshape(-1), per_time]),
+        }
+    )
+    return frame.reindex(columns=list(columns))
