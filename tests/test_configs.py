@@ -15,7 +15,12 @@ from brainalign.train.data import SSLDataModule
 from brainalign.train.module import DINOv3Module
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+STUDIES = sorted(
+    path
+    for path in (REPO / "configs" / "studies").glob("*.yaml")
+    if "factors" in (yaml.safe_load(path.read_text()) or {})
+)
+CONFIGS = sorted(path for path in (REPO / "configs").rglob("*.yaml") if path not in STUDIES)
 ALL_YAML = sorted(
     path
     for path in REPO.rglob("*.y*ml")
@@ -83,3 +88,16 @@ def test_slurm_script_is_valid_bash():
         ["bash", "-n", str(REPO / "scripts" / "slurm_train.sbatch")], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_study_files_load_and_their_cells_parse(path, monkeypatch):
+    from brainalign.study.config import load_study
+    from brainalign.study.grid import expand_cells
+    from brainalign.study.orchestrate import check_fit_configs
+    from brainalign.study.runs import plan_run
+
+    monkeypatch.chdir(REPO)  # study files name configs relative to the repository
+    study = load_study(path)
+    plans = [plan_run(study, cell, REPO / "studies" / study.name) for cell in expand_cells(study)]
+    check_fit_configs([plan for plan in plans if plan.cell.kind == "fit"])
