@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,7 +196,8 @@ def probe_exports(
     from brainalign.probe.run import probe_model
 
     tables, resamples = [], []
-    for export in tqdm(exports, desc="probing exports", unit="checkpoint"):
+    bars = sys.stderr.isatty()  # on a terminal; not in logs or pipes
+    for export in tqdm(exports, desc="probing exports", unit="checkpoint", disable=not bars):
         meta = json.loads((export / "meta.json").read_text())
         step = int(meta.get("step", 0))
         fraction = float(meta.get("train_fraction", step / max(int(meta.get("max_steps", 1)), 1)))

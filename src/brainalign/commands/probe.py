@@ -16,11 +16,14 @@ depend on them), then the options that depend on the loaded model. The output fo
 reserved before the model or any brain data is read: its hidden temporary folder
 (``.OUT.tmp-<host>-<pid>-<token>``) is created at once, so a second probe writing the same
 ``--out`` fails immediately; it is renamed to ``--out`` at the end and removed on an error. A
-temporary left by a killed probe is removed by the next one that writes there.
+temporary left by a killed probe is removed by the next one that writes there. Progress bars
+are shown when stderr is a terminal, so a log or a pipe receives only the results and, on bad
+input, the one error line.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -99,7 +102,7 @@ def main(argv: Sequence[str]) -> None:
             config,
             model_name=source.spec,
             ssl=ssl_objective_for(source),
-            progress=True,
+            progress=sys.stderr.isatty(),  # bars on a terminal; not in logs or pipes
         )
         run.write_files(folder)
     for line in run.summary_lines():
