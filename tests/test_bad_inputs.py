@@ -151,7 +151,8 @@ def case(
     argv = tuple(argv.split()) if isinstance(argv, str) else argv
     how = options.get("how", "in_process")
     marks = (*marks, pytest.mark.slow) if how != "in_process" else marks
-    return pytest.param(Case(argv=argv, expected=expected, **options), id=case_id, marks=marks)
+    item = Case(argv=argv, expected=expected, **options)
+    return pytest.param(item, id=f"{argv[0]}:{case_id}", marks=marks)
 
 
 # helpers that write a case's inputs ------------------------------------------------
@@ -817,34 +818,23 @@ def _subprocess(item: Case, argv: list[str], work: Path) -> tuple[object, str]:
 
 
 # ---------------------------------------------------------------------- the catalogue
-@pytest.mark.parametrize("item", PROBE_CASES)
-def test_probe(item, inputs, tmp_path, monkeypatch, capsys):
-    run_case(item, inputs, tmp_path, monkeypatch, capsys)
+GROUPS = {
+    "probe": PROBE_CASES,
+    "probe-language": LANGUAGE_CASES,
+    "chronology": CHRONOLOGY_CASES,
+    "simulate": SIMULATE_CASES,
+    "demo": DEMO_CASES,
+}
 
 
-@pytest.mark.parametrize("item", LANGUAGE_CASES)
-def test_probe_language(item, inputs, tmp_path, monkeypatch, capsys):
-    run_case(item, inputs, tmp_path, monkeypatch, capsys)
-
-
-@pytest.mark.parametrize("item", CHRONOLOGY_CASES)
-def test_chronology(item, inputs, tmp_path, monkeypatch, capsys):
-    run_case(item, inputs, tmp_path, monkeypatch, capsys)
-
-
-@pytest.mark.parametrize("item", SIMULATE_CASES)
-def test_simulate(item, inputs, tmp_path, monkeypatch, capsys):
-    run_case(item, inputs, tmp_path, monkeypatch, capsys)
-
-
-@pytest.mark.parametrize("item", DEMO_CASES)
-def test_demo(item, inputs, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("item", [param for group in GROUPS.values() for param in group])
+def test_bad_input(item, inputs, tmp_path, monkeypatch, capsys):
     run_case(item, inputs, tmp_path, monkeypatch, capsys)
 
 
 def test_the_catalogue_covers_every_offline_command():
-    groups = [PROBE_CASES, LANGUAGE_CASES, CHRONOLOGY_CASES, SIMULATE_CASES, DEMO_CASES]
-    assert sum(len(group) for group in groups) >= 40
-    for group in groups:
+    assert sum(len(group) for group in GROUPS.values()) >= 40
+    for command, group in GROUPS.items():
+        assert {param.values[0].argv[0] for param in group} == {command}
         kinds = {param.values[0].how for param in group}
         assert "subprocess" in kinds  # one run of the real console script per command
