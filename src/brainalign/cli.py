@@ -40,15 +40,15 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError...
 )
 
-#: What to do about an operating-system error, by errno.
+#: What to do about an operating-system error, by errno name.
 _OS_ERROR_REMEDIES = {
-    errno.EACCES: "check its permissions (or use another path)",
-    errno.EPERM: "check its permissions (or use another path)",
-    errno.EROFS: "the file system is read-only: choose another location",
-    errno.ENOSPC: "the disk is full: free some space or choose another location",
-    errno.EDQUOT: "the disk quota is exceeded: free some space or choose another location",
-    errno.ENOTDIR: "a part of the path is a file, not a folder",
-    errno.EISDIR: "it is a folder; give a file",
+    "EACCES": "check its permissions (or use another path)",
+    "EPERM": "check its permissions (or use another path)",
+    "EROFS": "the file system is read-only: choose another location",
+    "ENOSPC": "the disk is full: free some space or choose another location",
+    "EDQUOT": "the disk quota is exceeded: free some space or choose another location",
+    "ENOTDIR": "a part of the path is a file, not a folder",
+    "EISDIR": "it is a folder; give a file",
 }
 
 
@@ -174,8 +174,9 @@ def _message(error: BaseException) -> str:
         where = f"{error.filename}: " if error.filename is not None else ""
         if error.filename2 is not None:
             where = f"{error.filename} -> {error.filename2}: "
-        remedy = _OS_ERROR_REMEDIES.get(error.errno)
-        return f"{where}{error.strerror.lower()}" + (f"; {remedy}" if remedy else "")
+        remedy = _OS_ERROR_REMEDIES.get(errno.errorcode.get(error.errno, ""))
+        reason = error.strerror[:1].lower() + error.strerror[1:]
+        return f"{where}{reason}" + (f"; {remedy}" if remedy else "")
     return " ".join(str(error).split()) or type(error).__name__
 
 

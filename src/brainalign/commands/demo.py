@@ -192,6 +192,8 @@ def simulated_subject_problem(folder: Path, specs: list[str]) -> str | None:
 
 # ---------------------------------------------------------------------- the demo
 def run_demo(ns: argparse.Namespace) -> None:
+    import yaml
+
     from brainalign.commands.preflight import check_writable_folder
 
     data = Path(ns.data)
@@ -204,8 +206,6 @@ def run_demo(ns: argparse.Namespace) -> None:
             relocated_config_text(path, data) if relocated else path.read_text()
             for path in packaged
         ]
-        import yaml
-
         specs = brain_specs([yaml.safe_load(text) for text in texts])
         simulated = data / "simulated"
         problem = simulated_subject_problem(simulated, specs)

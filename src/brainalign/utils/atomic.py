@@ -259,7 +259,12 @@ def _make_parents(target: Path) -> list[Path]:
     created = []
     try:
         for path in reversed(missing):
-            os.mkdir(path, 0o777)  # mode less the umask
+            try:
+                os.mkdir(path, 0o777)  # mode less the umask
+            except FileExistsError:
+                if not path.is_dir():
+                    raise
+                continue  # made by another process meanwhile: not ours to remove
             created.append(path)
     except OSError as error:
         _remove_empty(created)
