@@ -22,11 +22,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# DEMO_ARGS: more options, e.g. make demo DEMO_ARGS="--data /scratch/data --max-steps 100"
 demo: $(STAMP)
-	$(BIN)/brainalign demo
+	$(BIN)/brainalign demo $(DEMO_ARGS)
 
 demo-long: $(STAMP)
-	$(BIN)/brainalign demo --preset long
+	$(BIN)/brainalign demo --preset long $(DEMO_ARGS)
 
 # The embedded default study: 2 sizes x 2 image types on the simulated subject, then its report.
 study-demo: $(STAMP)

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -314,6 +315,75 @@ def test_an_unknown_model_spec_lists_the_accepted_forms(tmp_path, small_sim):
         expected="cannot load a model from 'not_a_model.bin'",
     )
     assert "timm:" in stderr  # the accepted specs are listed
+
+
+# ---------------------------------------------------------------------- one writer per --out
+#: The console script's entry point with a brain data set that takes until it is killed to read
+#: (a registered loader that sleeps): a command that holds its --out for as long as needed.
+SLOW_READER = """
+import sys, time
+from brainalign.probe.formats import register_brain_loader
+register_brain_loader("slow", lambda location, **options: time.sleep(3600))
+from brainalign.cli import main
+main(sys.argv[1:])
+"""
+
+
+def _wait_for_temporary(folder: Path, name: str, process: subprocess.Popen) -> Path:
+    """The hidden temporary folder of ``folder/name`` once ``process`` has created it."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        found = sorted(folder.glob(f".{name}.tmp-*"))
+        if found:
+            return found[0]
+        if process.poll() is not None:
+            raise AssertionError(f"exited with {process.returncode}: {process.stderr.read()}")
+        time.sleep(0.1)
+    raise TimeoutError(f"no temporary folder for {name} appeared")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["probe", "chronology"])
+def test_one_writer_per_out_and_a_killed_writers_temporary_is_removed(
+    tmp_path, export, small_sim, command
+):
+    """A second command writing the same --out fails at once, even with --overwrite, while
+    the first still runs (reading its brain data); once the first is killed mid-run, the next
+    run removes its temporary folder and writes --out."""
+    shutil.copytree(export, tmp_path / "run" / "exports" / "step_0000000")
+    target = ["--model", str(export)] if command == "probe" else ["run"]
+
+    def arguments(brain: Path) -> list[str]:
+        return [command, *target, "--brain", str(brain), "--out", "out", *FAST]
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg")
+    first = subprocess.Popen(
+        [sys.executable, "-c", SLOW_READER, *arguments(Path("slow:subject"))],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        temporary = _wait_for_temporary(tmp_path, "out", first)
+        assert f"-{first.pid}-" in temporary.name
+        for extra in ((), ("--overwrite",)):
+            second = brainalign(tmp_path, *arguments(small_sim / "fmri"), *extra, check=False)
+            assert second.returncode == 2, second.stderr
+            assert len([line for line in second.stderr.splitlines() if line.strip()]) == 1
+            assert "out is being written by another process" in second.stderr
+            assert f"pid {first.pid}" in second.stderr
+            assert first.poll() is None  # the second failed while the first ran
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    assert temporary.is_dir() and not (tmp_path / "out").exists()  # what a kill leaves
+
+    brainalign(tmp_path, *arguments(small_sim / "fmri"))
+    written = "scores.parquet" if command == "probe" else "half_times.csv"
+    assert (tmp_path / "out" / written).is_file()
+    assert not list(tmp_path.glob(".out.*"))  # the killed run's temporary is gone
 
 
 # ---------------------------------------------------------------------- error dispatch

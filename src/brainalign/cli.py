@@ -15,6 +15,7 @@ other subcommands work offline::
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Callable, Sequence
 
@@ -33,15 +34,33 @@ JSONARGPARSE_SUBCOMMANDS = {
     ),
 }
 
-#: Errors of the offline subcommands that describe bad input (named file, field or id): shown
+#: Errors of the offline subcommands that describe bad input (named file, field or id) or the
+#: file system (permissions, a read-only or full disk, a file where a folder should be): shown
 #: as one line on stderr with exit status 2. Anything else is a bug and keeps its traceback.
 #: KeyError: ids missing from a stimulus set, a dataset missing from an HDF5 file.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
-    FileNotFoundError,
-    FileExistsError,
     KeyError,
+    OSError,  # FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError...
 )
+
+#: What to do about an operating-system error, by errno name.
+_OS_ERROR_REMEDIES = {
+    "EACCES": "check its permissions (or use another path)",
+    "EPERM": "check its permissions (or use another path)",
+    "EROFS": "the file system is read-only: choose another location",
+    "ENOSPC": "the disk is full: free some space or choose another location",
+    "EDQUOT": "the disk quota is exceeded: free some space or choose another location",
+    "ENOTDIR": "a part of the path is a file, not a folder",
+    "EISDIR": "it is a folder; give a file",
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line (the usage is in ``--help``)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def run_lightning(args: Sequence[str]) -> None:
@@ -98,12 +117,14 @@ def _offline_subcommands() -> dict[str, Callable]:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="brainalign",
         description="Train DINOv3-style ViTs and record when they align with fMRI and MEG.",
         epilog="fit and validate are LightningCLI: run `brainalign fit --help`.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=OneLineParser
+    )
     for name in LIGHTNING_SUBCOMMANDS:
         subparsers.add_parser(name, help=f"LightningCLI {name} (see `brainalign {name} --help`)")
     for name, (_, text) in JSONARGPARSE_SUBCOMMANDS.items():
@@ -145,10 +166,22 @@ def run_jsonargparse(name: str, args: Sequence[str]) -> None:
 
 
 def _message(error: BaseException) -> str:
-    """The error's text (a KeyError's str() would wrap its message in quotes)."""
+    """The error's text on one line.
+
+    A KeyError's str() would wrap its message in quotes; an operating-system error raised by
+    the system (``[Errno 13] Permission denied: 'out/x'``) becomes ``out/x: permission denied;
+    check its permissions or choose another location``.
+    """
     if isinstance(error, KeyError) and len(error.args) == 1:
         return str(error.args[0])
-    return str(error)
+    if isinstance(error, OSError) and error.errno is not None and error.strerror:
+        where = f"{error.filename}: " if error.filename is not None else ""
+        if error.filename2 is not None:
+            where = f"{error.filename} -> {error.filename2}: "
+        remedy = _OS_ERROR_REMEDIES.get(errno.errorcode.get(error.errno, ""))
+        reason = error.strerror[:1].lower() + error.strerror[1:]
+        return f"{where}{reason}" + (f"; {remedy}" if remedy else "")
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

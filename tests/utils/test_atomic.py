@@ -140,24 +140,29 @@ def test_a_folder_created_during_the_write_is_never_replaced(tmp_path):
 
 
 @pytest.mark.slow
-def test_of_writers_started_together_exactly_one_succeeds(tmp_path):
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_of_writers_started_together_exactly_one_succeeds(tmp_path, overwrite):
+    """Without overwrite the final rename lets one through; with it, the parent's lock does."""
     out, go = tmp_path / "probe", tmp_path / "go"
+    if overwrite:
+        out.mkdir()
+        (out / "owner.txt").write_text("before")
     code = """
         import sys, time
         from pathlib import Path
         from brainalign.utils.atomic import atomic_directory
-        out, go, name = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+        out, go, name, overwrite = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
         while not go.exists():
             time.sleep(0.001)
         try:
-            with atomic_directory(out) as folder:
+            with atomic_directory(out, overwrite=overwrite == "True") as folder:
                 time.sleep(0.3)
                 (folder / "owner.txt").write_text(name)
         except FileExistsError as error:
             print(error)
             sys.exit(3)
         """
-    writers = [run_python(code, str(out), str(go), f"writer{i}") for i in range(3)]
+    writers = [run_python(code, str(out), str(go), f"writer{i}", str(overwrite)) for i in range(3)]
     time.sleep(1.0)  # all three interpreters started and polling
     go.write_text("")
     codes = [writer.wait(timeout=60) for writer in writers]
@@ -193,6 +198,75 @@ def test_a_failed_write_leaves_nothing(tmp_path):
             temporary.write_text("half")
             raise RuntimeError("failed half-way")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.name == "nt", reason="no flock")
+def test_looking_for_writers_and_creating_the_temporary_waits_for_the_parents_lock(tmp_path):
+    """The check-then-create step runs under an exclusive flock of the parent folder."""
+    import fcntl
+
+    out = tmp_path / "probe"
+    descriptor = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    try:
+        writer = run_python(
+            """
+            import sys
+            from pathlib import Path
+            from brainalign.utils.atomic import atomic_directory
+            out = Path(sys.argv[1])
+            with atomic_directory(out) as folder:
+                (folder / "owner.txt").write_text("writer")
+            """,
+            str(out),
+        )
+        time.sleep(3.0)  # long enough to start Python and reach the lock
+        assert writer.poll() is None and hidden(tmp_path) == []  # waiting, nothing created
+    finally:
+        os.close(descriptor)  # releases the lock
+    assert writer.wait(timeout=60) == 0, writer.stderr.read()
+    assert (out / "owner.txt").read_text() == "writer"
+
+
+# ---------------------------------------------------------------------- the destination
+def test_parents_created_for_a_failed_write_are_removed(tmp_path):
+    (tmp_path / "a").mkdir()
+    with pytest.raises(RuntimeError):
+        with atomic_directory(tmp_path / "a" / "b" / "c" / "probe"):
+            assert (tmp_path / "a" / "b" / "c").is_dir()
+            raise RuntimeError("failed half-way")
+    assert [path.name for path in tmp_path.rglob("*")] == ["a"]  # "a" was there before
+    with atomic_directory(tmp_path / "a" / "b" / "probe") as folder:
+        (folder / "whole.csv").write_text("whole")
+    assert (tmp_path / "a" / "b" / "probe" / "whole.csv").is_file()
+
+
+def test_a_file_in_the_way_fails_before_the_work_and_names_it(tmp_path):
+    (tmp_path / "notes").write_text("mine")
+    with pytest.raises(
+        NotADirectoryError, match=r"cannot create .*notes/sub/probe: .*notes is a file"
+    ):
+        with atomic_directory(tmp_path / "notes" / "sub" / "probe"):
+            raise AssertionError("the body must not run")
+    with pytest.raises(FileExistsError, match="notes exists and is not a folder"):
+        with atomic_directory(tmp_path / "notes", overwrite=True):
+            raise AssertionError("the body must not run")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes"]
+
+
+@pytest.mark.skipif(os.name == "nt" or os.geteuid() == 0, reason="root writes read-only folders")
+def test_a_read_only_parent_fails_before_the_work_and_names_the_destination(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    try:
+        with pytest.raises(
+            PermissionError, match=r"cannot create .*locked/probe: permission denied"
+        ):
+            with atomic_directory(locked / "probe"):
+                raise AssertionError("the body must not run")
+    finally:
+        locked.chmod(0o755)
 
 
 # ---------------------------------------------------------------------- killed writers

@@ -3,13 +3,21 @@
 A RUN is a training run folder holding ``chronology.parquet`` (written by BrainProbeCallback),
 or a folder of teacher exports (``<run>/exports/step_*`` or the exports themselves), which are
 then probed first against ``--brain``. Writes ``half_times.csv``, ``summary.json`` and figures.
+
+The output folder is reserved before any run is read or probed (see ``brainalign probe``): a
+second command writing the same ``--out`` fails at once, a read-only or misplaced ``--out``
+fails before any work, and a temporary left by a killed command is removed by the next one.
+The options that depend on the brain data or the model are checked on the first export
+before any is probed.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +56,11 @@ def build_parser() -> Any:
 
 def main(argv: Sequence[str]) -> None:
     """Run ``brainalign chronology`` on ``argv`` (the arguments after ``chronology``)."""
+    import contextlib
+
+    from brainalign.commands import preflight
     from brainalign.commands.probe_options import parse
+    from brainalign.probe.chronology import CHRONOLOGY_FILE
 
     _, options = parse(build_parser(), argv)
     runs = [Path(path) for path in options.runs]
@@ -56,25 +68,29 @@ def main(argv: Sequence[str]) -> None:
         out = Path(options.out)
     else:
         out = runs[0] / "chronology_report" if len(runs) == 1 else Path("chronology_comparison")
-    if out.exists() and not options.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    tables, rois, replicates = load_runs(runs, options.probe)
-    if options.roi_properties:
-        from brainalign.probe.rois import merge_roi_properties
+    preflight.check_new_output(out, overwrite=options.overwrite)
+    missing = [path for path in runs if not path.exists()]
+    if missing:
+        raise FileNotFoundError(f"run folder {missing[0]} does not exist")
+    if options.roi_properties and not Path(options.roi_properties).is_file():
+        raise FileNotFoundError(
+            f"ROI property table not found: {options.roi_properties} (--roi-properties)"
+        )
+    if any(not (path / CHRONOLOGY_FILE).is_file() for path in runs):
+        preflight.check_cache_dir(options.probe.cache_dir)  # exports will be probed
+    with contextlib.ExitStack() as stack:
+        folder = preflight.reserve_output(stack, out, overwrite=options.overwrite)
+        tables, rois, replicates = load_runs(runs, options.probe, checked=True)
+        if options.roi_properties:
+            from brainalign.probe.rois import merge_roi_properties
 
-        rois = {
-            subject: merge_roi_properties(table, options.roi_properties)
-            for subject, table in rois.items()
-        }
-    summary, times = write_report(
-        tables,
-        rois,
-        out,
-        overwrite=options.overwrite,
-        replicates=replicates,
-        level=options.probe.bootstrap.level,
-    )
-    print_report(times, summary)
+            rois = {
+                subject: merge_roi_properties(table, options.roi_properties)
+                for subject, table in rois.items()
+            }
+        report = analyse_runs(tables, rois, replicates, options.probe.bootstrap.level)
+        report.write_files(folder, rois)
+    print_report(report.times, report.summary)
     print(f"wrote {out}/half_times.csv, summary.json and figures")
 
 
@@ -94,11 +110,15 @@ def _export_folders(path: Path) -> list[Path]:
     return exports
 
 
-def load_runs(runs: list[Path], config: Any) -> tuple[dict[str, pd.DataFrame], dict, dict]:
+def load_runs(
+    runs: list[Path], config: Any, *, checked: bool = False
+) -> tuple[dict[str, pd.DataFrame], dict, dict]:
     """Chronology tables by run name, ROI tables by subject, bootstrap resamples by run.
 
     ``config`` (a :class:`~brainalign.probe.config.ProbeConfig`) probes runs that hold exports
-    but no ``chronology.parquet``; resamples exist where the probe had a bootstrap.
+    but no ``chronology.parquet``; resamples exist where the probe had a bootstrap. With
+    ``checked``, the options that depend on the brain data and the model are checked against
+    the first export before any export is probed.
     """
     from brainalign.probe.chronology import CHRONOLOGY_FILE, read_chronology, replicates_file
 
@@ -135,6 +155,8 @@ def load_runs(runs: list[Path], config: Any) -> tuple[dict[str, pd.DataFrame], d
             from brainalign.probe.run import load_targets
 
             targets = load_targets(config)
+            if checked:
+                _check_on_first_export(config, targets, exports[0])
         tables[name], resampled = probe_exports(exports, config, targets)
         if not resampled.empty:
             replicates[name] = resampled
@@ -143,6 +165,16 @@ def load_runs(runs: list[Path], config: Any) -> tuple[dict[str, pd.DataFrame], d
             if brain.modality == "fmri" and brain.rois is not None and not brain.rois.empty:
                 rois.setdefault(brain.subject, with_distance(brain.rois))
     return tables, rois, replicates
+
+
+def _check_on_first_export(config: Any, targets: list, export: Path) -> None:
+    from brainalign.commands import preflight
+    from brainalign.probe.config import ModelSource
+    from brainalign.probe.run import load_model
+
+    preflight.check_against_targets(config, targets)
+    model = load_model(ModelSource(spec=str(export)), config)
+    preflight.check_against_model(config, model, targets[0].stimuli)
 
 
 def with_distance(rois: pd.DataFrame) -> pd.DataFrame:
@@ -164,7 +196,8 @@ def probe_exports(
     from brainalign.probe.run import probe_model
 
     tables, resamples = [], []
-    for export in tqdm(exports, desc="probing exports", unit="checkpoint"):
+    bars = sys.stderr.isatty()  # on a terminal; not in logs or pipes
+    for export in tqdm(exports, desc="probing exports", unit="checkpoint", disable=not bars):
         meta = json.loads((export / "meta.json").read_text())
         step = int(meta.get("step", 0))
         fraction = float(meta.get("train_fraction", step / max(int(meta.get("max_steps", 1)), 1)))
@@ -180,6 +213,63 @@ def probe_exports(
     return pd.concat(tables, ignore_index=True), pd.concat(resamples, ignore_index=True)
 
 
+@dataclass
+class ChronologyReport:
+    """What ``brainalign chronology`` reports.
+
+    Attributes
+    ----------
+    times : DataFrame
+        One row per (run, data set, feature kind, curve): half times and first/last values.
+    summary : dict
+        Run -> ``subject/modality/kind`` -> the three scores and ROI half times.
+    curves : DataFrame
+        The curves over training (``curves.csv``).
+    """
+
+    times: pd.DataFrame
+    summary: dict[str, Any]
+    curves: pd.DataFrame
+
+    def write_files(self, folder: Path, rois: dict[str, pd.DataFrame]) -> None:
+        """``half_times.csv``, ``curves.csv``, ``summary.json`` and figures into ``folder``."""
+        import matplotlib.pyplot as plt
+
+        from brainalign.probe.report import chronology_curves, half_time_vs_distance
+        from brainalign.probe.run import json_ready
+
+        self.times.to_csv(folder / "half_times.csv", index=False)
+        self.curves.to_csv(folder / "curves.csv", index=False)
+        (folder / "summary.json").write_text(json.dumps(json_ready(self.summary), indent=2))
+        figure = chronology_curves(self.curves)
+        figure.savefig(folder / "curves.png", dpi=100)
+        plt.close(figure)
+        for subject, table in rois.items():
+            if "distance_from_v1" not in table:
+                continue
+            subject_times = self.times[self.times["subject"] == subject]
+            for run in subject_times["run"].unique():
+                figure = half_time_vs_distance(
+                    subject_times[subject_times["run"] == run], table, title=f"{run}: {subject}"
+                )
+                name = _file_part(f"half_time_vs_distance_{run}_{subject}")
+                figure.savefig(folder / f"{name}.png", dpi=100)
+                plt.close(figure)
+
+
+def analyse_runs(
+    tables: dict[str, pd.DataFrame],
+    rois: dict[str, pd.DataFrame],
+    replicates: dict[str, pd.DataFrame] | None = None,
+    level: float = 0.95,
+) -> ChronologyReport:
+    """Half times (with bootstrap intervals when resamples exist), summary and curves."""
+    from brainalign.probe.chronology import analyse
+
+    times, summary, curves = analyse(tables, rois, replicates=replicates, level=level)
+    return ChronologyReport(times=times, summary=summary, curves=curves)
+
+
 def write_report(
     tables: dict[str, pd.DataFrame],
     rois: dict[str, pd.DataFrame],
@@ -189,34 +279,13 @@ def write_report(
     replicates: dict[str, pd.DataFrame] | None = None,
     level: float = 0.95,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Half times (with bootstrap intervals when resamples exist), summary and figures."""
-    import matplotlib.pyplot as plt
-
-    from brainalign.probe.chronology import analyse
-    from brainalign.probe.report import chronology_curves, half_time_vs_distance
-    from brainalign.probe.run import json_ready
+    """Analyse and write the report into ``out`` (atomically); returns (summary, times)."""
     from brainalign.utils.atomic import atomic_directory
 
-    times, summary, curve_table = analyse(tables, rois, replicates=replicates, level=level)
+    report = analyse_runs(tables, rois, replicates, level)
     with atomic_directory(out, overwrite=overwrite) as folder:
-        times.to_csv(folder / "half_times.csv", index=False)
-        curve_table.to_csv(folder / "curves.csv", index=False)
-        (folder / "summary.json").write_text(json.dumps(json_ready(summary), indent=2))
-        figure = chronology_curves(curve_table)
-        figure.savefig(folder / "curves.png", dpi=100)
-        plt.close(figure)
-        for subject, table in rois.items():
-            if "distance_from_v1" not in table:
-                continue
-            subject_times = times[times["subject"] == subject]
-            for run in subject_times["run"].unique():
-                figure = half_time_vs_distance(
-                    subject_times[subject_times["run"] == run], table, title=f"{run}: {subject}"
-                )
-                name = _file_part(f"half_time_vs_distance_{run}_{subject}")
-                figure.savefig(folder / f"{name}.png", dpi=100)
-                plt.close(figure)
-    return summary, times
+        report.write_files(folder, rois)
+    return report.summary, report.times
 
 
 def _file_part(text: str) -> str:

@@ -7,13 +7,23 @@
 
 The options are the typed probe block (:class:`~brainalign.probe.config.ProbeConfig`) and the
 model source (:class:`~brainalign.probe.config.ModelSource`), parsed with jsonargparse; the
-shorter flags of earlier versions (``--brain``, ``--n-folds``...) keep working. Everything is
-checked before any feature is extracted (options, model spec, brain data, stimuli, output
-folder); the output folder is written under a temporary name and renamed at the end.
+shorter flags of earlier versions (``--brain``, ``--n-folds``...) keep working.
+
+Everything is checked before any feature is extracted, cheapest first
+(:mod:`brainalign.commands.preflight`): the options as they are parsed, the output folder and
+the feature cache folder, the model spec, then the brain data and stimuli (and the options that
+depend on them), then the options that depend on the loaded model. The output folder is
+reserved before the model or any brain data is read: its hidden temporary folder
+(``.OUT.tmp-<host>-<pid>-<token>``) is created at once, so a second probe writing the same
+``--out`` fails immediately; it is renamed to ``--out`` at the end and removed on an error. A
+temporary left by a killed probe is removed by the next one that writes there. Progress bars
+are shown when stderr is a terminal, so a log or a pipe receives only the results and, on bad
+input, the one error line.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -62,6 +72,9 @@ def ssl_objective_for(source: Any) -> Any:
 
 def main(argv: Sequence[str]) -> None:
     """Run ``brainalign probe`` on ``argv`` (the arguments after ``probe``)."""
+    import contextlib
+
+    from brainalign.commands import preflight
     from brainalign.commands.probe_options import parse
 
     _, options = parse(build_parser(), argv)
@@ -71,18 +84,27 @@ def main(argv: Sequence[str]) -> None:
     if not config.brain:
         raise ValueError("give at least one --brain SPEC (or probe.brain in --config)")
     out = Path(options.out)
-    if out.exists() and not options.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    preflight.check_new_output(out, overwrite=options.overwrite)
+    preflight.check_cache_dir(config.cache_dir)
     from brainalign.probe.models import check_model_spec
     from brainalign.probe.run import load_model, load_targets, probe_loaded_model
 
     check_model_spec(source.spec, weights=source.weights)  # before any brain data is read
-    targets = load_targets(config)
-    model = load_model(source, config)
-    run = probe_loaded_model(
-        model, targets, config, model_name=source.spec, ssl=ssl_objective_for(source), progress=True
-    )
-    run.write(out, overwrite=options.overwrite)
+    with contextlib.ExitStack() as stack:
+        folder = preflight.reserve_output(stack, out, overwrite=options.overwrite)
+        targets = load_targets(config)
+        preflight.check_against_targets(config, targets)
+        model = load_model(source, config)
+        preflight.check_against_model(config, model, targets[0].stimuli)
+        run = probe_loaded_model(
+            model,
+            targets,
+            config,
+            model_name=source.spec,
+            ssl=ssl_objective_for(source),
+            progress=sys.stderr.isatty(),  # bars on a terminal; not in logs or pipes
+        )
+        run.write_files(folder)
     for line in run.summary_lines():
         print(line)
     print(f"wrote {out}/scores.parquet, summary.json and figures/")

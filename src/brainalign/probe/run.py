@@ -378,26 +378,37 @@ class ProbeRun:
     replicates: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def write(self, out: str | Path, *, overwrite: bool = False) -> Path:
-        """``scores.parquet``, ``summary.json`` and ``figures/`` into ``out`` (atomically)."""
-        from brainalign.probe.report import save_figures
+        """``scores.parquet``, ``summary.json`` and ``figures/`` into ``out`` (atomically).
+
+        Create-or-fail (:func:`~brainalign.utils.atomic.atomic_directory`): an existing
+        ``out`` is kept unless ``overwrite``; callers that reserve ``out`` before their work
+        enter ``atomic_directory`` themselves and call :meth:`write_files` on its folder.
+        """
         from brainalign.utils.atomic import atomic_directory
 
         out = Path(out)
         with atomic_directory(out, overwrite=overwrite) as folder:
-            self.table.to_parquet(folder / "scores.parquet", index=False)
-            if not self.replicates.empty:
-                self.replicates.to_parquet(folder / "replicates.parquet", index=False)
-            (folder / "summary.json").write_text(json.dumps(json_ready(self.summary), indent=2))
-            for (subject, modality, kind), rows in self.table.groupby(
-                ["subject", "modality", "feature_kind"], sort=False
-            ):
-                save_figures(
-                    rows,
-                    self.rois.get(subject),
-                    folder / "figures",
-                    prefix=f"{subject}_{modality}_{kind}",
-                )
+            self.write_files(folder)
         return out
+
+    def write_files(self, folder: str | Path) -> None:
+        """Write the outputs into ``folder``, an existing (reserved, temporary) folder."""
+        from brainalign.probe.report import save_figures
+
+        folder = Path(folder)
+        self.table.to_parquet(folder / "scores.parquet", index=False)
+        if not self.replicates.empty:
+            self.replicates.to_parquet(folder / "replicates.parquet", index=False)
+        (folder / "summary.json").write_text(json.dumps(json_ready(self.summary), indent=2))
+        for (subject, modality, kind), rows in self.table.groupby(
+            ["subject", "modality", "feature_kind"], sort=False
+        ):
+            save_figures(
+                rows,
+                self.rois.get(subject),
+                folder / "figures",
+                prefix=f"{subject}_{modality}_{kind}",
+            )
 
     def summary_lines(self) -> list[str]:
         """One line per (data set, feature kind): encoding, best depth, spatial/temporal."""

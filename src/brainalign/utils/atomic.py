@@ -12,7 +12,15 @@ A crash or an error half-way leaves the previous file (or nothing), never a half
 - :func:`atomic_directory` is create-or-fail: two writers of the same new folder cannot both
   succeed. The second fails with ``FileExistsError`` at the start when the first is still
   writing, or at the end when the first has finished (``os.rename`` onto an existing,
-  non-empty folder fails; nothing is replaced).
+  non-empty folder fails; nothing is replaced). Looking for a live writer and creating the
+  temporary folder is one step under an exclusive ``flock`` of the parent folder, so of
+  writers started at the same instant exactly one goes on (also with ``overwrite``); where the
+  file system has no ``flock`` (Windows, some network mounts) the step is a check then a
+  create, and the rename at the end still lets only one new folder through.
+- Entering :func:`atomic_directory` is the writability check of the destination: it fails at
+  once, before the caller does any work, when a parent is a file, a parent cannot be created,
+  or the parent folder is read-only; parent folders it created are removed again when the
+  write fails.
 
 Example::
 
@@ -29,6 +37,7 @@ import re
 import secrets
 import shutil
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +206,84 @@ def _refuse_concurrent(target: Path) -> None:
         )
 
 
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` of ``folder`` (released on exit, or when the process dies).
+
+    Held only while looking for live writers and creating a temporary, so that step is atomic
+    among writers of the same parent; where ``flock`` is missing or refused, nothing is locked.
+    """
+    if sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError:  # e.g. NFS emulates flock with write locks, refused on this descriptor
+            pass
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _make_parents(target: Path) -> list[Path]:
+    """Create the missing parents of ``target``; returns those created, outermost first.
+
+    Raises
+    ------
+    NotADirectoryError
+        A parent exists and is not a folder (message names both).
+    OSError
+        A parent cannot be created (read-only or full file system, permissions).
+    """
+    parent = target.parent if str(target.parent) else Path(".")
+    existing = _nearest_existing(parent)
+    if not existing.is_dir():
+        raise NotADirectoryError(
+            f"cannot create {target}: {existing} is a file, not a folder; choose another path"
+        )
+    missing = [path for path in (parent, *parent.parents) if not os.path.lexists(path)]
+    created = []
+    try:
+        for path in reversed(missing):
+            try:
+                os.mkdir(path, 0o777)  # mode less the umask
+            except FileExistsError:
+                if not path.is_dir():
+                    raise
+                continue  # made by another process meanwhile: not ours to remove
+            created.append(path)
+    except OSError as error:
+        _remove_empty(created)
+        raise _cannot_create(target, path.parent, error) from None
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _cannot_create(target: Path, where: Path, error: OSError) -> OSError:
+    """``error`` (same type, so callers can still tell permission from space) naming ``target``."""
+    reason = (error.strerror or str(error)).lower()
+    return type(error)(f"cannot create {target}: {reason} in {where}; choose another location")
+
+
 def _publish_new(temporary: Path, target: Path) -> None:
     """``os.rename`` onto a name that must not exist: fails if another writer got there first."""
     try:
@@ -231,27 +318,48 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
     name that must not exist, so of two writers of the same new folder only one succeeds.
     With ``overwrite`` an existing folder is replaced (moved aside first, then deleted).
     Either way a second writer fails at once while another process is writing ``path``.
-    Temporaries left by killed writers are removed first.
+    Temporaries left by killed writers are removed first. Entering the context is the
+    destination's writability check (callers enter it before their work, so a bad destination
+    fails first); parents it creates are removed again if the write fails.
 
     Raises
     ------
     FileExistsError
         If ``path`` exists and ``overwrite`` is False (at the start, or at the end when
-        another writer created it meanwhile), or another live process is writing ``path``.
+        another writer created it meanwhile), ``path`` is a file, or another live process is
+        writing ``path``.
+    NotADirectoryError
+        A parent of ``path`` is a file.
+    OSError
+        The folder cannot be created (``PermissionError``, read-only or full file system),
+        with a message naming ``path``.
     """
     target = Path(path)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists; choose another path or pass overwrite")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(target)
-    _refuse_concurrent(target)
-    temporary = _create(target.parent, target.name, "", _new_folder)
+    if os.path.lexists(target) and not target.is_dir():
+        raise FileExistsError(f"{target} exists and is not a folder; remove it or choose another")
+    created = _make_parents(target)
+    published = False
+    temporary: Path | None = None
     try:
+        with _folder_lock(target.parent):
+            remove_stale_temporaries(target)
+            _refuse_concurrent(target)
+            try:
+                temporary = _create(target.parent, target.name, "", _new_folder)
+            except FileExistsError:
+                raise
+            except OSError as error:
+                raise _cannot_create(target, target.parent, error) from None
         yield temporary
         if overwrite:
             _publish_replacing(temporary, target)
         else:
             _publish_new(temporary, target)
+        published = True
     finally:
-        if temporary.exists():
+        if temporary is not None and temporary.exists():
             shutil.rmtree(temporary, ignore_errors=True)
+        if not published:
+            _remove_empty(created)

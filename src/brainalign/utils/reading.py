@@ -44,15 +44,15 @@ def read_file(
 
     Raises
     ------
-    FileNotFoundError
-        Passed through unchanged (it already names the file).
+    FileNotFoundError, PermissionError
+        Passed through unchanged (they name the file, and the file is not damaged).
     ValueError
         Any other failure of ``read``: ``"<path>: cannot read <what> (<error type>: <first
         line of the library's message>); <remedy>"``.
     """
     try:
         return read()
-    except (FileNotFoundError, MemoryError, *passthrough):
+    except (FileNotFoundError, PermissionError, MemoryError, *passthrough):
         raise
     except Exception as error:
         detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
