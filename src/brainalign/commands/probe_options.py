@@ -182,9 +182,12 @@ def _one_line(message: str, argv: Sequence[str], parser: ArgumentParser) -> str:
     unrecognized = re.search(r"unrecognized arguments: (\S+)", text)
     if unrecognized:  # on the command line, never in a file
         return text + _hint(unrecognized.group(1).split("=", 1)[0], parser)
+    keys = _keys(text)
+    if not keys and config_files(argv):  # about a file as a whole (not a mapping, bad YAML)
+        return text + f" (in {', '.join(config_files(argv))})"
     # The last file that sets the key holds the value in force (later files override).
-    files = [path for path in config_files(argv) if _sets_any(path, _keys(text))]
-    if files and not _on_command_line(_keys(text), argv):
+    files = [path for path in config_files(argv) if _sets_any(path, keys)]
+    if files and not _on_command_line(keys, argv):
         text += f" (in {files[-1]})"
     return text
 
