@@ -18,6 +18,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from brainalign.commands.fit import run_lightning
+
 LIGHTNING_SUBCOMMANDS = ("fit", "validate")
 
 #: Errors of the offline subcommands that describe bad input (named file, field or id): shown
@@ -29,27 +31,6 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     FileExistsError,
     KeyError,
 )
-
-
-def run_lightning(args: Sequence[str]) -> None:
-    """Run LightningCLI on the DINOv3 module and the SSL data module."""
-    from lightning.pytorch.cli import LightningCLI
-
-    from brainalign.train.data import SSLDataModule
-    from brainalign.train.module import DINOv3Module
-
-    argv, sys.argv = sys.argv, [sys.argv[0], *args]  # DDP relaunches sys.argv
-    try:
-        LightningCLI(
-            DINOv3Module,
-            SSLDataModule,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"allow_abbrev": False},  # a misspelt prefix is an error, not a match
-            seed_everything_default=0,
-            auto_configure_optimizers=False,
-        )
-    finally:
-        sys.argv = argv
 
 
 def _add_shards(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Namespace], None]:
