@@ -141,22 +141,31 @@ def _publish(out_dir: Path, *, overwrite: bool, write: Callable[[Path], None]) -
     existing = _existing_output(out_dir)
     if existing and not overwrite:
         _refuse_existing(out_dir, existing)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"output path {str(out_dir)!r} exists and is not a folder")
+    created = [parent for parent in out_dir.parents if not parent.exists()]  # deepest first
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    published = False
     try:
         write(staging)
         if not out_dir.exists():
             staging.rename(out_dir)
-            return
-        if not out_dir.is_dir():
-            raise NotADirectoryError(f"output path {str(out_dir)!r} exists and is not a folder")
-        for path in _existing_output(out_dir):
-            path.unlink()
-        for path in sorted(staging.iterdir()):
-            path.replace(out_dir / path.name)
+        else:
+            for path in _existing_output(out_dir):
+                path.unlink()
+            for path in sorted(staging.iterdir()):
+                path.replace(out_dir / path.name)
+        published = True
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        if not published:
+            for parent in created:  # the folders made for the output, if still empty
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
 
 
 def _write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
