@@ -73,17 +73,17 @@ class _RunState:
         self.preemption = CheckpointOnSignal()
         state = self
 
-        class RunStart(Callback):
-            def on_train_start(self, *args: Any) -> None:
-                state.warnings.release()
-
-            def on_validation_start(self, *args: Any) -> None:
-                state.warnings.release()
+        class FirstBatch(Callback):
+            """Marks the first training step, and shows the held warnings after a first batch."""
 
             def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
                 state.stepped = True
+                state.warnings.release()
 
-        self.callbacks = [self.preemption, RunStart()]
+            def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
+                state.warnings.release()
+
+        self.callbacks = [self.preemption, FirstBatch()]
 
     def undo_if_early(self) -> None:
         """Remove what the run wrote if it took no step (rank 0 only)."""

@@ -63,13 +63,22 @@ class CheckpointOnSignal(Callback):
         # Lightning's teardown puts back the handlers that were set before the run.
 
     @staticmethod
-    def last_paths(trainer: L.Trainer) -> list[str]:
-        """Where ``last.ckpt`` goes: the folder of every ``ModelCheckpoint`` (or the run's)."""
-        paths = {
-            os.path.join(callback.dirpath, callback.CHECKPOINT_NAME_LAST + callback.FILE_EXTENSION)
+    def _checkpointers(trainer: L.Trainer) -> list[ModelCheckpoint]:
+        return [
+            callback
             for callback in trainer.checkpoint_callbacks
             if isinstance(callback, ModelCheckpoint) and callback.dirpath
-        }
+        ]
+
+    @staticmethod
+    def _last_path(callback: ModelCheckpoint) -> str:
+        return os.path.join(
+            callback.dirpath, callback.CHECKPOINT_NAME_LAST + callback.FILE_EXTENSION
+        )
+
+    def last_paths(self, trainer: L.Trainer) -> list[str]:
+        """Where ``last.ckpt`` goes: the folder of every ``ModelCheckpoint`` (or the run's)."""
+        paths = {self._last_path(callback) for callback in self._checkpointers(trainer)}
         if not paths:
             run_dir = trainer.log_dir or trainer.default_root_dir
             paths.add(os.path.join(run_dir, "checkpoints", "last.ckpt"))
@@ -83,6 +92,10 @@ class CheckpointOnSignal(Callback):
         self.received = self.received or signal.SIGTERM
         if trainer.global_step == self._start_step:
             return  # no step since the start (or the resume): nothing new to save
+        for callback in self._checkpointers(trainer):
+            # part of the saved state: the resumed run then updates this file rather than
+            # writing last-v1.ckpt beside it
+            callback.last_model_path = self._last_path(callback)
         for path in self.last_paths(trainer):
             trainer.save_checkpoint(path)
             self.saved.append(path)

@@ -7,9 +7,9 @@ them. Two measures:
 
 - :func:`lightning_notes_to_stdout`: Lightning's loggers write their INFO notes to stdout (with
   the progress bar); their warnings and errors stay on stderr;
-- :class:`HeldWarnings`: Python warnings raised before the run starts are held back, shown
-  when training (or validation) starts, and dropped if the run fails before that, when the one
-  error line is what matters.
+- :class:`HeldWarnings`: Python warnings raised before the run is under way are held back,
+  shown after the first training (or validation) batch, and dropped if the run fails before
+  that, when the one error line is what matters.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 from webdataset import TarWriter
 
@@ -71,6 +71,19 @@ _PROCEDURAL_KEYS = (
 )
 
 Sample = dict[str, Any]
+
+
+def read_error_text(error: BaseException) -> str:
+    """Why a file could not be read, on one line (PIL's "cannot identify" said plainly)."""
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image file that PIL can decode"
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _progress_off(progress: bool) -> bool | None:
+    """tqdm's ``disable``: off if not wanted, else shown only on a terminal (not in logs)."""
+    return None if progress else True
 
 
 def _check_pattern(pattern: str) -> None:
@@ -188,7 +201,10 @@ def _image_key(path: Path, data: bytes) -> str:
         with Image.open(io.BytesIO(data)) as image:
             image_format = image.format
     except Exception as error:  # PIL raises several types for corrupt files
-        raise ValueError(f"image file {str(path)!r} cannot be read as an image: {error}") from None
+        raise ValueError(
+            f"image file {str(path)!r} cannot be read as an image ({read_error_text(error)}); "
+            "replace it or move it out of the folder"
+        ) from None
     if image_format not in _FORMAT_KEYS:
         raise ValueError(
             f"image file {str(path)!r} holds a {image_format} image; supported formats are "
@@ -257,7 +273,12 @@ def write_image_shards(
 
     def samples() -> Iterable[Sample]:
         for index, (file, relative) in enumerate(
-            tqdm(list(zip(files, relative_paths)), desc="shards", unit="img", disable=not progress)
+            tqdm(
+                list(zip(files, relative_paths)),
+                desc="shards",
+                unit="img",
+                disable=_progress_off(progress),
+            )
         ):
             data = file.read_bytes()
             record: dict[str, Any] = {"path": relative.as_posix()}
@@ -405,7 +426,13 @@ def write_procedural_shards(
 
     def samples() -> Iterable[Sample]:
         for index, (stimulus_id, image, latents) in enumerate(
-            tqdm(stream, total=n_images, desc="procedural shards", unit="img", disable=not progress)
+            tqdm(
+                stream,
+                total=n_images,
+                desc="procedural shards",
+                unit="img",
+                disable=_progress_off(progress),
+            )
         ):
             rows.append(
                 {"stimulus_id": stimulus_id, **latents, "shard": pattern % (index // max_count)}

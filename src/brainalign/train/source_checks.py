@@ -21,7 +21,6 @@ import tarfile
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import UnidentifiedImageError
 
 from brainalign.synthetic.images import iter_images
 from brainalign.train.data import (
@@ -31,6 +30,7 @@ from brainalign.train.data import (
     ProceduralSpec,
     decode_image,
 )
+from brainalign.train.shards import read_error_text
 
 __all__ = [
     "FILES_TRIED",
@@ -52,13 +52,6 @@ def _spread(items: Sequence[str], n: int) -> list[str]:
         return list(items)
     indices = np.unique(np.linspace(0, len(items) - 1, n).round().astype(int))
     return [items[i] for i in indices]
-
-
-def _first_line(error: BaseException) -> str:
-    if isinstance(error, UnidentifiedImageError):
-        return "not an image file that PIL can decode"
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def check_images_decode(source: DataSource, files: Sequence[str]) -> None:
@@ -84,8 +77,8 @@ def check_images_decode(source: DataSource, files: Sequence[str]) -> None:
     which = f"its {len(tried)}" if len(tried) == len(files) else f"{len(tried)} of its {len(files)}"
     raise ValueError(
         f"data source {source.label!r}: none of {which} image files under {source.path!r} can be "
-        f"decoded (e.g. {first_error[0]!r}: {_first_line(first_error[1])}); replace the damaged "
-        "files or point the source at a folder of images"
+        f"decoded (e.g. {first_error[0]!r}: {read_error_text(first_error[1])}); replace the "
+        "damaged files or point the source at a folder of images"
     )
 
 
@@ -125,7 +118,7 @@ def check_shards_hold_images(source: DataSource, shards: Sequence[str]) -> None:
         except (tarfile.TarError, OSError, EOFError) as error:
             raise ValueError(
                 f"data source {source.label!r}: shard {shard!r} is not a readable tar archive "
-                f"({_first_line(error)}); rewrite it ({SHARDS_HINT}) or remove it"
+                f"({read_error_text(error)}); rewrite it ({SHARDS_HINT}) or remove it"
             ) from None
         if not has_image:
             raise ValueError(
