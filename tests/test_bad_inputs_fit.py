@@ -244,8 +244,16 @@ CASES = [
         fit(config={"trainer": {"max_steps": 0}}),
         ("trainer.max_steps", "override.yaml"),
     ),
-    Case("batch-size-zero", fit("--data.batch_size", "0"), ("batch_size", "got 0")),
-    Case("batch-size-negative", fit("--data.batch_size", "-4"), ("batch_size", "-4")),
+    Case(
+        "batch-size-zero",
+        fit("--data.batch_size", "0"),
+        ("data.batch_size", "got 0", "command line"),
+    ),
+    Case(
+        "batch-size-negative-in-yaml",
+        fit(config={"data": {"batch_size": -4}}),
+        ("data.batch_size", "-4", "override.yaml"),
+    ),
     Case(
         "negative-mixture-weight",
         fit(config=data_config(folder_source("good"), folder_source("good", weight=-1.0))),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,26 @@ class BrainalignCLI(LightningCLI):
         checkpoint = read_checkpoint(ckpt_path)
         self._compare_model(checkpoint, str(ckpt_path), can_take=True)
 
-    # ----------------------------------------------------------------- before building
+    # ----------------------------------------------------------------- building
+    def instantiate_classes(self) -> None:
+        """Build as LightningCLI does; a ``"<name> must ..."`` error gets its key and source."""
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            raise ValueError(self._with_origin(str(error))) from error
+
+    def _with_origin(self, message: str) -> str:
+        """``"batch_size must be >= 1"`` -> ``"data.batch_size must be >= 1 (set in x.yaml)"``."""
+        match = re.match(r"(\w+) must ", message)
+        if match is None:
+            return message
+        for section in ("model", "data", "trainer"):
+            key = f"{section}.{match.group(1)}"
+            where = self.sources.where(key)
+            if where:
+                return f"{key}{message[match.end(1) :]}{where}"
+        return message
+
     def before_instantiate_classes(self) -> None:
         trainer = self._settings()["trainer"]
         check_max_steps(trainer.get("max_steps"), self.sources.where("trainer.max_steps"))
