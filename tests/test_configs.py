@@ -101,3 +101,48 @@ def test_study_files_load_and_their_cells_parse(path, monkeypatch):
     study = load_study(path)
     plans = [plan_run(study, cell, REPO / "studies" / study.name) for cell in expand_cells(study)]
     check_fit_configs([plan for plan in plans if plan.cell.kind == "fit"])
+
+
+EXPERIMENTS = REPO / "configs" / "experiments"
+#: Every experiment as it is run (demo_long is a delta over the demo).
+EXPERIMENT_RUNS = [("smoke.yaml",), ("demo.yaml",), ("demo.yaml", "demo_long.yaml")]
+
+
+def test_every_experiment_is_in_the_runs_checked_below():
+    names = {name for run in EXPERIMENT_RUNS for name in run}
+    assert names == {path.name for path in EXPERIMENTS.glob("*.yaml")}
+
+
+@pytest.mark.parametrize("configs", EXPERIMENT_RUNS, ids=lambda names: names[-1])
+def test_default_root_dir_moves_the_run_of_every_experiment(configs, tmp_path):
+    """The shipped loggers and checkpoint folders follow --trainer.default_root_dir."""
+    from brainalign.train.config_sources import ConfigSources
+    from brainalign.train.lightning_cli import BrainalignCLI, RunState
+
+    class ParseOnlyBrainalign(BrainalignCLI):
+        def instantiate_classes(self) -> None:
+            pass
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            pass
+
+    files = [part for name in configs for part in ("--config", str(EXPERIMENTS / name))]
+    args = ["fit", *files, "--trainer.default_root_dir", str(tmp_path)]
+    argv, sys.argv = sys.argv, ["brainalign", *args]
+    try:
+        cli = ParseOnlyBrainalign(
+            DINOv3Module,
+            SSLDataModule,
+            run_state=RunState(),
+            sources=ConfigSources(args),
+            seed_everything_default=False,
+            auto_configure_optimizers=False,
+        )
+    finally:
+        sys.argv = argv
+    trainer = cli.config.fit.trainer
+    save_dir = Path(trainer.logger.init_args.save_dir)
+    assert save_dir.is_relative_to(tmp_path), save_dir
+    for callback in trainer.callbacks:
+        dirpath = callback.init_args.get("dirpath")
+        assert dirpath is None or Path(dirpath).is_relative_to(tmp_path)

@@ -19,6 +19,8 @@ import errno
 import sys
 from collections.abc import Callable, Sequence
 
+from brainalign.commands.fit import run_lightning
+
 LIGHTNING_SUBCOMMANDS = ("fit", "validate")
 
 #: Subcommands that parse their own typed options with jsonargparse: name -> (module, help).
@@ -61,27 +63,6 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def run_lightning(args: Sequence[str]) -> None:
-    """Run LightningCLI on the DINOv3 module and the SSL data module."""
-    from lightning.pytorch.cli import LightningCLI
-
-    from brainalign.train.data import SSLDataModule
-    from brainalign.train.module import DINOv3Module
-
-    argv, sys.argv = sys.argv, [sys.argv[0], *args]  # DDP relaunches sys.argv
-    try:
-        LightningCLI(
-            DINOv3Module,
-            SSLDataModule,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"allow_abbrev": False},  # a misspelt prefix is an error, not a match
-            seed_everything_default=0,
-            auto_configure_optimizers=False,
-        )
-    finally:
-        sys.argv = argv
 
 
 def _add_shards(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Namespace], None]:

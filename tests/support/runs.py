@@ -12,14 +12,15 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "experiments" / "smoke.yaml"
 BRAINALIGN = Path(sys.executable).parent / "brainalign"
+#: This checkout's sources first (the console script's editable install may be another checkout).
+PYTHONPATH = os.pathsep.join(str(REPO / part) for part in ("src", "tests/support"))
 
 
 def run_fit(cwd: Path, *extra: str, overrides: dict | None = None, check: bool = True):
     """`brainalign fit --config smoke.yaml --config <overrides>` in ``cwd`` (a subprocess)."""
     config = cwd / "override.yaml"
     config.write_text(yaml.safe_dump(overrides or {}))
-    paths = os.pathsep.join([str(REPO / "src"), str(REPO / "tests" / "support")])
-    env = dict(os.environ, PYTHONPATH=paths, OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=PYTHONPATH, OMP_NUM_THREADS="1")
     result = subprocess.run(
         [str(BRAINALIGN), "fit", "--config", str(SMOKE), "--config", str(config), *extra],
         cwd=cwd,

@@ -9,7 +9,8 @@ The chronology of alignment needs early points: a run of 100k steps gets checkpo
 
 Resume (``--ckpt_path last``) uses Lightning's own ``ModelCheckpoint(save_last=True)``; this
 callback only adds the schedule, and its ``state_dict`` records which steps are done so that a
-resumed run neither repeats nor skips one.
+resumed run neither repeats nor skips one. Its ``state_key`` holds its settings, so several
+instances with different schedules can run (and resume) together.
 """
 
 from __future__ import annotations
@@ -80,6 +81,19 @@ class LogSpacedCheckpoint(Callback):
         self.save_full_checkpoint = save_full_checkpoint
         self.done_steps: list[int] = []
 
+    @property
+    def state_key(self) -> str:
+        """Key of this callback's state in a checkpoint, built from its settings.
+
+        Two instances with different settings (say a dense export schedule and a sparse one
+        with full checkpoints) keep their own done steps through a save and a resume.
+        """
+        return self._generate_state_key(
+            n_checkpoints=self.n_checkpoints,
+            include_step_zero=self.include_step_zero,
+            save_full_checkpoint=self.save_full_checkpoint,
+        )
+
     def schedule(self, trainer: L.Trainer) -> list[int]:
         return log_spaced_steps(
             trainer.max_steps, self.n_checkpoints, include_zero=self.include_step_zero
@@ -125,3 +139,11 @@ class LogSpacedCheckpoint(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.done_steps = list(state_dict.get("done_steps", []))
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Read checkpoints written before the state key held the settings (one instance)."""
+        states = checkpoint.get("callbacks") or {}
+        if self.state_key not in states and type(self).__qualname__ in states:
+            self.load_state_dict(states[type(self).__qualname__])

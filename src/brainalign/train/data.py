@@ -130,6 +130,10 @@ class DataSource:
         return self.name or os.path.basename(os.path.normpath(self.path)) or self.path
 
 
+class DataSourceError(RuntimeError):
+    """A data source stopped giving usable samples while training (every file damaged)."""
+
+
 def derive_seed(*values: int) -> int:
     """Mix non-negative integers into one 63-bit seed (for torch, random and numpy)."""
     state = np.random.SeedSequence(list(values)).generate_state(2, dtype=np.uint32)
@@ -364,7 +368,7 @@ class FolderImages:
                     return decode_image(file.read())
             except Exception as error:  # any undecodable file is skipped, never fatal
                 self.skips.skip(f"cannot read image {path!r}: {error}")
-        raise RuntimeError(
+        raise DataSourceError(
             f"data source {self.label!r}: none of its {len(self.files)} image files can be read"
         )
 
@@ -433,7 +437,7 @@ class ShardStream:
         first_pass = True
         while True:
             if not first_pass and self._samples_in_pass == 0:
-                raise RuntimeError(
+                raise DataSourceError(
                     f"data source {self.label!r}: a whole pass over its shards "
                     f"{self.shards[:3]}{'...' if len(self.shards) > 3 else ''} gave no samples; "
                     f"check the shard files ({SHARDS_HINT})"
@@ -463,7 +467,7 @@ class ShardStream:
                 return decode_image(encoded)
             except Exception as error:  # any undecodable sample is skipped, never fatal
                 self.skips.skip(f"{where} cannot be decoded: {error}")
-        raise RuntimeError(
+        raise DataSourceError(
             f"data source {self.label!r}: {MAX_CONSECUTIVE_FAILURES} consecutive samples could "
             f"not be decoded; check the shards ({SHARDS_HINT})"
         )
@@ -728,6 +732,7 @@ class SSLDataModule(L.LightningDataModule):
             local_scale=local_scale,
         )
         self._resolved: list[ResolvedSource] | None = None
+        self._listed: dict[int, list[str]] = {}
 
     @property
     def n_local_crops(self) -> int:
@@ -765,15 +770,39 @@ class SSLDataModule(L.LightningDataModule):
             described.append(entry)
         return described
 
+    def check_inputs(self) -> None:
+        """List every folder and shards source and decode a few of its images.
+
+        Raises ``ValueError`` (or ``FileNotFoundError``) naming the source when a folder's
+        images do not decode, a shard is not a tar archive or holds no image, or a procedural
+        source's parameters are invalid (see :mod:`brainalign.train.source_checks`).
+        ``brainalign fit`` calls this before the run folder is created; :meth:`setup` reuses
+        the lists. Without it, the same problems surface (as skipped samples, then an error)
+        when the first batches are read.
+        """
+        from brainalign.train import source_checks  # it imports this module
+
+        for index, source in enumerate(self.sources):
+            if source.kind == "procedural":
+                source_checks.check_procedural_spec(source)
+            elif source.kind == "folder":
+                self._listed[index] = list_images(source)
+                source_checks.check_images_decode(source, self._listed[index])
+            else:
+                self._listed[index] = list_shards(source)
+                source_checks.check_shards_hold_images(source, self._listed[index])
+
     def setup(self, stage: str | None = None) -> None:
         """List the shards and images of every source (raises if one has none)."""
         if self._resolved is None:
             self._resolved = [
-                ResolvedSource(
-                    source, list_images(source) if source.kind == "folder" else list_shards(source)
-                )
-                for source in self.sources
+                ResolvedSource(source, self._listed.get(index) or self._list(source))
+                for index, source in enumerate(self.sources)
             ]
+
+    @staticmethod
+    def _list(source: DataSource) -> list[str]:
+        return list_images(source) if source.kind == "folder" else list_shards(source)
 
     def _placement(self) -> tuple[int, int, int]:
         """(start step in batches, rank, world size) from the attached trainer, if any."""

@@ -83,6 +83,23 @@ class GramConfig:
     )
 
 
+def check_max_steps(max_steps: int | None, where: str = "") -> int:
+    """Return ``max_steps`` if it is a positive number of steps; raise ``ValueError`` otherwise.
+
+    Every schedule of the DINOv3 recipe is a function of the fraction of training done, so the
+    run length must be known (Lightning's default, -1, means "no limit"). ``where`` (such as
+    " (set in config file x.yaml)") follows the value in the message.
+    """
+    if max_steps is None or isinstance(max_steps, bool) or max_steps <= 0:
+        raise ValueError(
+            f"trainer.max_steps must be a positive number of optimiser steps, got {max_steps}"
+            f"{where}: "
+            "every schedule of the DINOv3 recipe is step-based (set it in the config, e.g. "
+            "trainer.max_steps: 1000, or pass --trainer.max_steps 1000)"
+        )
+    return int(max_steps)
+
+
 def _as_schedule(value: float | Schedule) -> Schedule:
     return value if isinstance(value, Schedule) else Schedule(start=float(value), kind="constant")
 
@@ -226,13 +243,7 @@ class DINOv3Module(L.LightningModule):
 
     @property
     def total_steps(self) -> int:
-        max_steps = self.trainer.max_steps if self._trainer is not None else -1
-        if max_steps is None or max_steps <= 0:
-            raise ValueError(
-                "trainer.max_steps must be set to a positive number: every schedule of the "
-                "DINOv3 recipe is step-based (set it in the config, e.g. trainer.max_steps: 1000)"
-            )
-        return int(max_steps)
+        return check_max_steps(self.trainer.max_steps if self._trainer is not None else -1)
 
     @property
     def train_fraction(self) -> float:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 from webdataset import TarWriter
 
@@ -70,6 +70,19 @@ _PROCEDURAL_KEYS = (
 )
 
 Sample = dict[str, Any]
+
+
+def read_error_text(error: BaseException) -> str:
+    """Why a file could not be read, on one line (PIL's "cannot identify" said plainly)."""
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image file that PIL can decode"
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _progress_off(progress: bool) -> bool | None:
+    """tqdm's ``disable``: off if not wanted, else shown only on a terminal (not in logs)."""
+    return None if progress else True
 
 
 def _check_pattern(pattern: str) -> None:
@@ -140,22 +153,31 @@ def _publish(out_dir: Path, *, overwrite: bool, write: Callable[[Path], None]) -
     existing = _existing_output(out_dir)
     if existing and not overwrite:
         _refuse_existing(out_dir, existing)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"output path {str(out_dir)!r} exists and is not a folder")
+    created = [parent for parent in out_dir.parents if not parent.exists()]  # deepest first
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    published = False
     try:
         write(staging)
         if not out_dir.exists():
             staging.rename(out_dir)
-            return
-        if not out_dir.is_dir():
-            raise NotADirectoryError(f"output path {str(out_dir)!r} exists and is not a folder")
-        for path in _existing_output(out_dir):
-            path.unlink()
-        for path in sorted(staging.iterdir()):
-            path.replace(out_dir / path.name)
+        else:
+            for path in _existing_output(out_dir):
+                path.unlink()
+            for path in sorted(staging.iterdir()):
+                path.replace(out_dir / path.name)
+        published = True
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        if not published:
+            for parent in created:  # the folders made for the output, if still empty
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
 
 
 def _write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
@@ -178,7 +200,10 @@ def _image_key(path: Path, data: bytes) -> str:
         with Image.open(io.BytesIO(data)) as image:
             image_format = image.format
     except Exception as error:  # PIL raises several types for corrupt files
-        raise ValueError(f"image file {str(path)!r} cannot be read as an image: {error}") from None
+        raise ValueError(
+            f"image file {str(path)!r} cannot be read as an image ({read_error_text(error)}); "
+            "replace it or move it out of the folder"
+        ) from None
     if image_format not in PIL_FORMAT_EXTENSIONS:
         raise ValueError(
             f"image file {str(path)!r} holds a {image_format} image; supported formats are "
@@ -247,7 +272,12 @@ def write_image_shards(
 
     def samples() -> Iterable[Sample]:
         for index, (file, relative) in enumerate(
-            tqdm(list(zip(files, relative_paths)), desc="shards", unit="img", disable=not progress)
+            tqdm(
+                list(zip(files, relative_paths)),
+                desc="shards",
+                unit="img",
+                disable=_progress_off(progress),
+            )
         ):
             data = file.read_bytes()
             record: dict[str, Any] = {"path": relative.as_posix()}
@@ -395,7 +425,13 @@ def write_procedural_shards(
 
     def samples() -> Iterable[Sample]:
         for index, (stimulus_id, image, latents) in enumerate(
-            tqdm(stream, total=n_images, desc="procedural shards", unit="img", disable=not progress)
+            tqdm(
+                stream,
+                total=n_images,
+                desc="procedural shards",
+                unit="img",
+                disable=_progress_off(progress),
+            )
         ):
             rows.append(
                 {"stimulus_id": stimulus_id, **latents, "shard": pattern % (index // max_count)}
