@@ -447,13 +447,6 @@ CASES = [
         "shards-cmd-image-folder-is-a-file",
         shards("one.png", "out", make=lambda f: (f / "one.png").write_bytes(png(1))),
         ("one.png", "not a folder"),
-        marks=[
-            pytest.mark.xfail(
-                strict=True,
-                reason="the offline-command dispatch in cli.py does not yet show "
-                "NotADirectoryError as one line (issue 12, offline commands)",
-            )
-        ],
     ),
 ]
 

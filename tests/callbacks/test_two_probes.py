@@ -113,12 +113,6 @@ def test_two_probe_callbacks_killed_and_resumed_lose_and_double_no_step(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="Lightning refuses the duplicated state_key when the Trainer is built, with a "
-    "traceback that names neither the name nor init_args.name; BrainProbeCallback.setup's own "
-    "check never runs. Needs a check of the callbacks before the Trainer (brainalign.cli).",
-)
 def test_two_probe_callbacks_with_one_name_are_one_clear_error(tmp_path, simulated):
     overrides = _callbacks(simulated)
     overrides["trainer"]["callbacks"][3]["init_args"]["name"] = "brain"

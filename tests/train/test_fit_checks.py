@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from brainalign.callbacks import LogSpacedCheckpoint
-from brainalign.models.checkpoints import read_checkpoint
+from brainalign.models.checkpoint import read_checkpoint
 from brainalign.train.config_sources import ConfigSources, parse_error_line
 from brainalign.train.data import DataSource, SSLDataModule
 from brainalign.train.quiet_start import HeldWarnings

@@ -1,11 +1,24 @@
-"""Reading brainalign Lightning checkpoints safely: their hyper-parameters and backbones.
+"""Reading Lightning checkpoints without running code from them, and their backbones.
 
-Used by probing (a ``.ckpt`` as a model spec) and by training's gradient objective (the heads
-and teacher of a checkpoint). Files are read with :func:`brainalign.models.weights.safe_torch_load`.
+:func:`read_checkpoint` is the one reader: training's resume checks, probing (a ``.ckpt`` as a
+model spec) and the gradient objective (heads and teacher of a checkpoint) all use it. It
+refuses, with one line naming the file:
+
+- a missing file, a folder, or a file that is not a zip archive (an empty or truncated file
+  from an interrupted write, a text file renamed ``.ckpt``): "not a complete checkpoint";
+- a pickle holding more than tensors and plain values (functions, classes: loading it could run
+  code stored in the file), unless ``allow_pickle``; brainalign's own config dataclasses are
+  rebuilt as inert records (:func:`brainalign.models.weights.safe_torch_load`);
+- a readable file without a ``state_dict`` entry: "not a Lightning checkpoint".
+
+Tensors are memory-mapped, so reading a large checkpoint's hyper-parameters does not load its
+weights.
 """
 
 from __future__ import annotations
 
+import os
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -19,9 +32,60 @@ from brainalign.models.weights import safe_torch_load
 __all__ = [
     "LightningCheckpoint",
     "load_lightning_backbone",
+    "read_checkpoint",
     "read_lightning_checkpoint",
     "weights_under",
 ]
+
+_REMEDY = "use another checkpoint (e.g. an earlier one in the same checkpoints/ folder)"
+
+
+def read_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> dict[str, Any]:
+    """The contents of a Lightning checkpoint file, read safely (tensors memory-mapped).
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.ckpt`` file written by Lightning (``trainer.save_checkpoint``).
+    allow_pickle : bool
+        Load other pickled objects too (runs code stored in the file: only for files you
+        trust).
+
+    Returns
+    -------
+    dict
+        At least ``state_dict``; usually also ``global_step``, ``hyper_parameters``,
+        ``callbacks``, ``optimizer_states`` and ``loops``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    IsADirectoryError
+        ``path`` is a folder (a sharded checkpoint is not read here).
+    ValueError
+        Not a complete checkpoint, pickled objects besides plain values, or no ``state_dict``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {str(path)!r} is a folder, not a .ckpt file")
+    if not zipfile.is_zipfile(path):
+        size = path.stat().st_size
+        what = "is empty" if size == 0 else f"({size} bytes) is not a zip archive"
+        raise ValueError(
+            f"checkpoint {str(path)!r} {what}, so it is not a complete checkpoint written by "
+            f"torch.save (a truncated file from an interrupted write, or another kind of "
+            f"file); {_REMEDY}"
+        )
+    checkpoint = safe_torch_load(path, allow_pickle=allow_pickle, mmap=True)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(
+            f"checkpoint {str(path)!r} is not a Lightning checkpoint (no 'state_dict' entry); "
+            f"give a .ckpt file from a run's checkpoints/ folder"
+        )
+    return checkpoint
 
 
 class LightningCheckpoint:
@@ -88,10 +152,8 @@ def read_lightning_checkpoint(
         ``state_dict`` entry.
     """
     path = Path(path)
-    checkpoint = safe_torch_load(path, allow_pickle=allow_pickle)
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} is not a Lightning checkpoint: it has no 'state_dict' entry")
+    checkpoint = read_checkpoint(path, allow_pickle=allow_pickle)
+    state = checkpoint["state_dict"]
     hyper = checkpoint.get("hyper_parameters") or {}
     hyper = hyper if isinstance(hyper, Mapping) else vars(hyper)
     return LightningCheckpoint(path, state, hyper)

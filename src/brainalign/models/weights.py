@@ -61,7 +61,7 @@ def _check_torch_file(path: Path) -> None:
     )
 
 
-def safe_torch_load(path: Path, *, allow_pickle: bool = False) -> Any:
+def safe_torch_load(path: Path, *, allow_pickle: bool = False, mmap: bool = False) -> Any:
     """``torch.load(weights_only=True)``; brainalign config objects are read as inert records.
 
     Parameters
@@ -71,6 +71,9 @@ def safe_torch_load(path: Path, *, allow_pickle: bool = False) -> Any:
     allow_pickle : bool
         Fall back to ``weights_only=False`` (runs code stored in the file) for files holding
         other Python objects. Only for files you trust; a warning is emitted.
+    mmap : bool
+        Memory-map the tensors (zip files): reading the metadata of a large checkpoint does not
+        load its weights.
 
     Raises
     ------
@@ -83,7 +86,7 @@ def safe_torch_load(path: Path, *, allow_pickle: bool = False) -> Any:
     _check_torch_file(path)
     try:
         return read_file(
-            lambda: torch.load(path, map_location="cpu", weights_only=True),
+            lambda: torch.load(path, map_location="cpu", weights_only=True, mmap=mmap),
             path,
             "a PyTorch weights file",
             passthrough=(pickle.UnpicklingError,),
@@ -94,7 +97,7 @@ def safe_torch_load(path: Path, *, allow_pickle: bool = False) -> Any:
     if unsafe and all(name.startswith("brainalign.") for name in unsafe):
         placeholders = [(_inert_record_class(name), name) for name in unsafe]
         with torch.serialization.safe_globals(placeholders):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     if allow_pickle:
         warnings.warn(
             f"loading {path} with allow_pickle=True: unpickling can run arbitrary code",
@@ -103,9 +106,10 @@ def safe_torch_load(path: Path, *, allow_pickle: bool = False) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False)
     listed = ", ".join(unsafe[:6]) if unsafe else str(first_error).splitlines()[0]
     raise ValueError(
-        f"{path} holds pickled Python objects besides tensors ({listed}); loading them would "
-        "run code stored in the file. If you trust where it came from, pass allow_pickle=True "
-        "(CLI: --allow-pickle) at your own risk; better, re-save the weights as .safetensors."
+        f"{path} was refused: it holds pickled Python objects besides tensors ({listed}), and "
+        "loading them would run code stored in the file. If you trust where it came from, pass "
+        "allow_pickle=True (CLI: --allow-pickle) at your own risk; better, re-save the weights "
+        "as .safetensors."
     ) from first_error
 
 

@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from brainalign.models.checkpoints import read_checkpoint
+from brainalign.models.checkpoint import read_checkpoint
 from brainalign.train.config_sources import ConfigSources
 from brainalign.train.module import check_max_steps
 from brainalign.train.preemption import CheckpointOnSignal
@@ -86,6 +86,41 @@ class _FirstBatch(Callback):
 
     def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
         self.state.warnings.release()
+
+
+def _check_probe_names(trainer: Any) -> None:
+    """Two brain-probe callbacks with one name (their tags, chronology, state) is one error.
+
+    Checked before the trainer is built: Lightning would stop with "more than one stateful
+    callback" and a traceback.
+    """
+    from brainalign.callbacks.brain_probe import BrainProbeCallback
+
+    names: list[str] = []
+    for item in _as_list(trainer.get("callbacks")):
+        if not hasattr(item, "get") or not _is_subclass(item.get("class_path"), BrainProbeCallback):
+            continue
+        init_args = item.get("init_args") or {}
+        names.append(str(init_args.get("name") or "brain"))
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(
+            f"trainer.callbacks: {names.count(repeated[0])} BrainProbeCallbacks are named "
+            f"{repeated[0]!r}; give each its own init_args.name (it names its TensorBoard tags, "
+            "chronology file and checkpoint state)"
+        )
+
+
+def _is_subclass(class_path: Any, base: type) -> bool:
+    """Whether ``module.Class`` names a subclass of ``base`` (False when it cannot be imported)."""
+    import importlib
+
+    module_name, _, name = str(class_path or "").rpartition(".")
+    try:
+        candidate = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return isinstance(candidate, type) and issubclass(candidate, base)
 
 
 class BrainalignCLI(LightningCLI):
@@ -181,6 +216,7 @@ class BrainalignCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         trainer = self._settings()["trainer"]
         check_max_steps(trainer.get("max_steps"), self.sources.where("trainer.max_steps"))
+        _check_probe_names(trainer)
         self._root_run_paths(trainer)
 
     @staticmethod
