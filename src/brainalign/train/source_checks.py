@@ -23,14 +23,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from brainalign.synthetic.images import iter_images
-from brainalign.train.data import (
-    IMAGE_EXTENSIONS,
-    SHARDS_HINT,
-    DataSource,
-    ProceduralSpec,
-    decode_image,
-)
+from brainalign.train.data import SHARDS_HINT, DataSource, ProceduralSpec, decode_image
 from brainalign.train.shards import read_error_text
+from brainalign.utils.images import IMAGE_EXTENSIONS
 
 __all__ = [
     "FILES_TRIED",
