@@ -87,7 +87,8 @@ def test_two_probe_callbacks_killed_and_resumed_lose_and_double_no_step(tmp_path
     states = _done_steps(run_dir / "checkpoints" / "last.ckpt")  # saved at step 4
     assert states["BrainProbeCallback[brain]"] == [0, 1, 2, 4]
     assert states["BrainProbeCallback[meg]"] == [0]
-    assert states["LogSpacedCheckpoint"] == [0, 1, 2, 4]
+    exports = [steps for key, steps in states.items() if key.startswith("LogSpacedCheckpoint")]
+    assert exports == [[0, 1, 2, 4]]  # its key holds its settings
 
     run_fit(tmp_path, "--ckpt_path", "last", overrides=_callbacks(simulated))
     fmri = pd.read_parquet(run_dir / "chronology.parquet")

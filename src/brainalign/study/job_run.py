@@ -146,12 +146,20 @@ def exception_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
-def _is_sigterm_exit(error: SystemExit) -> bool:
-    """Whether Lightning stopped the fit because the process received SIGTERM.
+#: Exit statuses of ``brainalign fit`` stopped by a signal after saving ``last.ckpt``
+#: (128 + signal number, :mod:`brainalign.commands.fit`).
+_SIGNAL_EXITS = {128 + signal.SIGTERM, 128 + signal.SIGUSR1}
 
-    Only a command that imported Lightning can raise its ``SIGTERMException``: other commands
-    (``simulate``, ``probe``) do not pay for importing Lightning here.
+
+def _is_sigterm_exit(error: BaseException) -> bool:
+    """Whether the command stopped because the process received SIGTERM (or SIGUSR1).
+
+    ``brainalign fit`` saves ``last.ckpt`` and exits with 128 + the signal; Lightning alone
+    raises its ``SIGTERMException``. Only a command that imported Lightning can raise the
+    latter: other commands (``simulate``, ``probe``) do not pay for importing Lightning here.
     """
+    if isinstance(error, SystemExit) and error.code in _SIGNAL_EXITS:
+        return True
     exceptions = sys.modules.get("lightning.pytorch.utilities.exceptions")
     return exceptions is not None and isinstance(error, exceptions.SIGTERMException)
 
@@ -219,9 +227,7 @@ class BrainalignJob(submitit.helpers.Checkpointable):
         FAILED with the CLI's error line, as :class:`JobFailedError`. An exception: FAILED, and
         the exception itself (its traceback goes to the log).
         """
-        stopped = isinstance(error, KeyboardInterrupt) or (
-            isinstance(error, SystemExit) and _is_sigterm_exit(error)
-        )
+        stopped = isinstance(error, KeyboardInterrupt) or _is_sigterm_exit(error)
         if self._interrupted or stopped:
             self._record(rank, state=INTERRUPTED, end=now_utc())
             raise SystemExit(128 + signal.SIGTERM) from None
