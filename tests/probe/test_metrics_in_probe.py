@@ -190,3 +190,39 @@ def test_crossnobis_rsa_runs_on_the_repeats_and_keeps_the_hierarchy(simulated):
     run, _, _ = probe(simulated, ["rsa"], rsa=RSAConfig(distance="crossnobis"))
     assert entry(run, "fmri")["metrics"]["rsa"]["spatial_score"] > 0.8
     assert entry(run, "meg")["metrics"]["rsa"]["temporal_score"] > 0.8
+
+
+def test_rsa_ceiling_across_subjects_on_the_same_stimuli(simulated):
+    """Two "subjects": the simulated fMRI's two repeats (one signal, independent noise).
+
+    With two subjects the lower bound compares each with the other: Spearman between their
+    RDMs, exactly; the upper bound (each against the mean of both) lies above it.
+    """
+    import dataclasses
+
+    from brainalign.probe.metrics import compare_rdms, rdms
+    from brainalign.probe.run import ProbeTarget, noise_ceilings
+
+    subject, _ = simulated
+    config = ProbeConfig(brain=[str(subject.fmri_dir)], metrics=["rsa"], cache_dir=None)
+    (target,) = load_targets(config)
+    brain = target.brain
+    halves = [
+        dataclasses.replace(brain, subject=name, data=brain.repeats[index], repeats=None)
+        for index, name in enumerate(("a", "b"))
+    ]
+    order = np.argsort(brain.stimulus_ids)  # the bounds compare RDMs in sorted-id order
+    shuffled = dataclasses.replace(halves[1], data=halves[1].data[::-1].copy(),
+                                   stimulus_ids=halves[1].stimulus_ids[::-1])  # fmt: skip
+    targets = [ProbeTarget("a", halves[0], target.stimuli), ProbeTarget("b", shuffled, None)]
+    ceilings = noise_ceilings(targets, config)
+    lower, upper = ceilings[0].rsa_subjects
+    np.testing.assert_array_equal(ceilings[1].rsa_subjects[0], lower)  # one value for both
+    first, second = (rdms([half.data[order]]) for half in halves)
+    assert lower[0] == pytest.approx(compare_rdms(first, second)[0, 0], rel=1e-9)
+    assert np.all(upper > lower)
+    v1 = (brain.targets["roi"] == "V1").to_numpy()
+    v1_rdms = [rdms([half.data[order][:, v1]]) for half in halves]
+    rois = list(dict.fromkeys(brain.targets["roi"]))
+    assert lower[1 + rois.index("V1")] == pytest.approx(compare_rdms(*v1_rdms)[0, 0], rel=1e-9)
+    assert ceilings[0].rsa is None  # the halves have no repeats: no split-half ceiling

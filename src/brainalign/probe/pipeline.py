@@ -30,7 +30,10 @@ Noise ceilings (:class:`~brainalign.probe.metrics.per_group.TargetCeilings`), ro
 share of variance, 0..1), ``noise_ceiling_r`` (mean of its square root: the R a perfect model
 would reach, to set beside ``r``), from the data's declared ceiling in its declared unit, else
 the split-half (Spearman-Brown) reliability of the repeats (``summary.noise_ceiling_source``);
-``rsa_noise_ceiling`` (split-half RSA ceiling) with ``rsa`` and repeats.
+``rsa_noise_ceiling`` (split-half RSA ceiling) with ``rsa`` and repeats;
+``rsa_noise_ceiling_lower`` / ``_upper`` (leave-one-subject-out bounds, rsatoolbox) with ``rsa``
+and two or more data sets of one modality on the same stimuli and groups (the same values in
+each subject's rows).
 
 Variance partitioning (``ProbeConfig.variance_partitioning``), rows with a ``space`` column
 (present only then): ``r2_single`` (R2 of one space alone, ``space`` names it), ``r2_joint``
@@ -368,7 +371,7 @@ def _ceiling_rows(
     brain: BrainData,
     meg_windows: Sequence[tuple[float, float]],
 ) -> None:
-    """``noise_ceiling``, ``noise_ceiling_r`` and ``rsa_noise_ceiling`` rows per group."""
+    """``noise_ceiling``, ``noise_ceiling_r`` and the RSA ceilings' rows per group."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN groups stay NaN
         if ceilings.encoding is not None:
@@ -381,10 +384,15 @@ def _ceiling_rows(
                 )
                 summary[name] = overall
             summary["noise_ceiling_source"] = ceilings.source
-        if ceilings.rsa is not None:
-            rsa = np.asarray(ceilings.rsa, dtype=np.float64)
-            group_value_rows(rows, "rsa_noise_ceiling", rsa[0], rsa[1:], brain, meg_windows)
-            summary["rsa_noise_ceiling"] = float(rsa[0])
+        bounds = {"rsa_noise_ceiling": ceilings.rsa}
+        if ceilings.rsa_subjects is not None:
+            lower, upper = ceilings.rsa_subjects
+            bounds |= {"rsa_noise_ceiling_lower": lower, "rsa_noise_ceiling_upper": upper}
+        for name, values in bounds.items():
+            if values is not None:
+                values = np.asarray(values, dtype=np.float64)
+                group_value_rows(rows, name, values[0], values[1:], brain, meg_windows)
+                summary[name] = float(values[0])
 
 
 def _partition_rows(

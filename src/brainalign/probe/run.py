@@ -50,6 +50,7 @@ __all__ = [
     "fit_targets",
     "load_model",
     "load_targets",
+    "noise_ceilings",
     "probe_loaded_model",
     "probe_model",
     "read_stimuli",
@@ -76,13 +77,47 @@ class ProbeTarget:
     ceilings: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def noise_ceilings(self, config: ProbeConfig) -> Any:
-        """The data set's :class:`~brainalign.probe.metrics.per_group.TargetCeilings`."""
+        """The data set's own :class:`~brainalign.probe.metrics.per_group.TargetCeilings`."""
         from brainalign.probe.metrics.per_group import target_ceilings
 
         rsa = config.rsa if "rsa" in config.metrics else None
         if rsa not in self.ceilings:
             self.ceilings[rsa] = target_ceilings(self.brain, rsa=rsa)
         return self.ceilings[rsa]
+
+
+def noise_ceilings(targets: Sequence[ProbeTarget], config: ProbeConfig) -> list[Any]:
+    """Every data set's noise ceilings, with the RSA bounds across subjects when ``rsa`` is asked.
+
+    Data sets of one modality with the same stimulus ids and the same groups (ROI names, or
+    MEG times) are one group of subjects; two or more get
+    :func:`~brainalign.probe.metrics.per_group.rsa_subject_ceilings` (computed once, kept on
+    the targets like their own ceilings).
+    """
+    from dataclasses import replace
+
+    from brainalign.probe.fitting import group_names
+    from brainalign.probe.metrics.per_group import rsa_subject_ceilings
+
+    ceilings = [target.noise_ceilings(config) for target in targets]
+    if "rsa" not in config.metrics:
+        return ceilings
+    peers: dict[tuple, list[int]] = {}
+    for index, target in enumerate(targets):
+        brain = target.brain
+        key = (brain.modality, frozenset(brain.stimulus_ids), tuple(group_names(brain)))
+        peers.setdefault(key, []).append(index)
+    cache_key = ("subjects", config.rsa)
+    for members in (members for members in peers.values() if len(members) >= 2):
+        if cache_key not in targets[members[0]].ceilings:
+            bounds = rsa_subject_ceilings([targets[i].brain for i in members], config.rsa)
+            for index in members:
+                targets[index].ceilings[cache_key] = bounds
+        for index in members:
+            ceilings[index] = replace(
+                ceilings[index], rsa_subjects=targets[index].ceilings[cache_key]
+            )
+    return ceilings
 
 
 def read_stimuli(spec: str | Path) -> StimulusSet:
@@ -415,6 +450,7 @@ def summarise(
     from brainalign.probe.pipeline import summarise_fits
 
     scores, rois = [], {}
+    ceilings = noise_ceilings(targets, config)
     for target_index, target in enumerate(targets):
         for kind in config.features.kinds:
             scores.append(
@@ -426,7 +462,7 @@ def summarise(
                     feature_kind=kind,
                     meg_windows=config.meg_windows,
                     level=config.bootstrap.level,
-                    ceilings=target.noise_ceilings(config),
+                    ceilings=ceilings[target_index],
                 )
             )
         brain = target.brain

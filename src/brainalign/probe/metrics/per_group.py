@@ -15,8 +15,9 @@ and temporal scores exactly as it does R.
   single repeats (:mod:`brainalign.probe.metrics.cka`).
 
 Noise ceilings (:func:`target_ceilings`): the data's declared ceiling in its declared unit,
-else the split-half Spearman-Brown reliability of the repeats; and, when ``rsa`` is asked and
-repeats exist, the split-half RSA ceiling per group. Variance partitioning
+else the split-half Spearman-Brown reliability of the repeats; and, when ``rsa`` is asked, the
+split-half RSA ceiling per group (with repeats) and the leave-one-subject-out bounds across the
+probe's subjects that saw the same stimuli (:func:`rsa_subject_ceilings`). Variance partitioning
 (:func:`partition_layer`): himalaya's banded ridge of two feature spaces and their unique and
 shared variance, averaged over each group's targets.
 
@@ -52,6 +53,7 @@ __all__ = [
     "low_level_space",
     "measure_layers",
     "partition_layer",
+    "rsa_subject_ceilings",
     "target_ceilings",
 ]
 
@@ -187,11 +189,15 @@ class TargetCeilings:
         split-half reliability of the repeats) or ``""``.
     rsa : ndarray of shape (1 + n_groups,), or None
         Split-half RSA ceiling of the ``all`` set and of each group (with ``rsa`` asked).
+    rsa_subjects : tuple of 2 ndarrays of shape (1 + n_groups,), or None
+        Lower and upper leave-one-subject-out RSA ceilings across the probe's data sets that
+        show the same stimuli with the same groups (:func:`rsa_subject_ceilings`).
     """
 
     encoding: np.ndarray | None = None
     source: str = ""
     rsa: np.ndarray | None = None
+    rsa_subjects: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def _split_half(repeats: np.ndarray) -> np.ndarray:
@@ -234,6 +240,46 @@ def _rsa_ceiling(brain: BrainData, options: RSAConfig) -> np.ndarray | None:
             [sets[i] for i in chunk], metric=options.distance, method=options.comparison
         ).ceiling
     return ceiling
+
+
+def rsa_subject_ceilings(
+    brains: Sequence[BrainData], options: RSAConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-subject-out RSA ceilings of several subjects' data on the same stimuli.
+
+    rsatoolbox's bounds (:func:`brainalign.probe.metrics.rsa_noise_ceiling_subjects`) per
+    set: the ``all`` set and each group, which every subject must share (same ROI names, or
+    the same MEG times).
+
+    Parameters
+    ----------
+    brains : sequence of at least 2 BrainData
+        The same stimulus ids (any order; compared in sorted order) and the same groups.
+    options : RSAConfig
+        The brain RDMs' distance and the comparison.
+
+    Returns
+    -------
+    lower, upper : ndarrays of shape (1 + n_groups,)
+        NaN for sets the distance is undefined for in some subject.
+    """
+    from brainalign.probe.metrics.ceilings import rsa_noise_ceiling_subjects
+    from brainalign.probe.metrics.rsa import rdms
+
+    ids = sorted(brains[0].stimulus_ids)
+    crossnobis = options.distance == "crossnobis"
+    subject_sets = [group_sets(brain.select_stimuli(ids), repeats=crossnobis) for brain in brains]
+    usable = np.logical_and.reduce([_usable(sets, options.distance) for sets in subject_sets])
+    lower = np.full(len(subject_sets[0]), np.nan)
+    upper = np.full(len(subject_sets[0]), np.nan)
+    per_chunk = max(1, _RDM_BUDGET_VALUES // (len(brains) * brains[0].n_stimuli ** 2))
+    for chunk in _chunks(usable, per_chunk):
+        stack = np.stack(
+            [rdms([sets[i] for i in chunk], options.distance) for sets in subject_sets]
+        )  # (n_subjects, n_chunk, n_pairs)
+        bounds = rsa_noise_ceiling_subjects(stack, method=options.comparison)
+        lower[chunk], upper[chunk] = bounds.lower, bounds.upper
+    return lower, upper
 
 
 def target_ceilings(brain: BrainData, *, rsa: RSAConfig | None = None) -> TargetCeilings:
