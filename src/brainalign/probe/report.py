@@ -123,14 +123,16 @@ def variance_partition_figure(table: pd.DataFrame, *, title: str = "") -> Figure
         spaces = pair.split("+")
         parts = rows[rows["space"].isin([*spaces, pair])]
         grid = parts.pivot_table(index="layer", columns="space", values="value", sort=False)
-        bottom = np.zeros(len(grid))
+        above, below = np.zeros(len(grid)), np.zeros(len(grid))  # negative shares go below 0
         positions = np.arange(len(grid))
         for space in [*spaces, pair]:
             if space in grid:
-                values = grid[space].to_numpy()
+                values = np.nan_to_num(grid[space].to_numpy())
                 label = f"shared ({pair})" if space == pair else f"unique: {space}"
+                bottom = np.where(values >= 0, above, below)
                 axis.bar(positions, values, bottom=bottom, label=label)
-                bottom = bottom + np.nan_to_num(values)
+                above, below = above + np.maximum(values, 0), below + np.minimum(values, 0)
+        axis.axhline(0, color="black", lw=0.8)
         axis.set_xticks(positions, [str(layer) if layer >= 0 else "pair" for layer in grid.index])
         axis.set_xlabel("layer")
         axis.set_ylabel("held-out R2 (mean over targets)")
