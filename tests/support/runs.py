@@ -18,7 +18,9 @@ def run_fit(cwd: Path, *extra: str, overrides: dict | None = None, check: bool =
     """`brainalign fit --config smoke.yaml --config <overrides>` in ``cwd`` (a subprocess)."""
     config = cwd / "override.yaml"
     config.write_text(yaml.safe_dump(overrides or {}))
-    env = dict(os.environ, PYTHONPATH=str(REPO / "tests" / "support"), OMP_NUM_THREADS="1")
+    # this checkout's sources first (the venv's editable install may point at another checkout)
+    path = os.pathsep.join([str(REPO / "src"), str(REPO / "tests" / "support")])
+    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1")
     result = subprocess.run(
         [str(BRAINALIGN), "fit", "--config", str(SMOKE), "--config", str(config), *extra],
         cwd=cwd,
