@@ -112,3 +112,13 @@ def test_a_metric_needing_repeats_on_data_without_them_fails_at_load(
     with pytest.raises(ValueError, match=f"{folder_without_repeats}: {named} needs single repeats"):
         load_targets(config)
     assert load_targets(ProbeConfig(brain=[str(folder_without_repeats)], metrics=["rsa", "cka"]))
+
+
+def test_two_partition_depths_on_one_probed_layer_fail_before_extraction():
+    from brainalign.probe.metrics.per_group import check_partition_layers
+
+    partition = VariancePartitioningConfig(spaces="layers", layers=[0.0, 0.2])
+    config = ProbeConfig(variance_partitioning=partition)
+    with pytest.raises(ValueError, match=r"pick the same probed layer \[0\]"):
+        check_partition_layers(config, {0: 0.0, 5: 0.5, 11: 1.0})
+    check_partition_layers(config, {0: 0.0, 2: 0.2, 11: 1.0})  # two layers: fine

@@ -497,9 +497,11 @@ def probe_loaded_model(
 ) -> ProbeRun:
     """Steps 2-5 for a loaded :class:`~brainalign.probe.models.ProbeModel`."""
     from brainalign.probe.features import select_layers
+    from brainalign.probe.metrics.per_group import check_partition_layers
 
     layers = select_layers(model.depth, config.features.layers)
     depths = {layer: model.relative_depths[layer] for layer in layers}
+    check_partition_layers(config, depths)  # before any feature is extracted
     groups = stimulus_groups(targets)
     features, objective = [], None
     for group in groups:

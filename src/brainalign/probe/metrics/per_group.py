@@ -48,6 +48,7 @@ __all__ = [
     "TargetCeilings",
     "add_metrics",
     "add_partitions",
+    "check_partition_layers",
     "encoding_ceiling",
     "group_sets",
     "low_level_space",
@@ -107,16 +108,21 @@ def _chunks(mask: np.ndarray, n_per_chunk: int) -> list[np.ndarray]:
 
 # ---------------------------------------------------------------------------- metrics
 def _rsa(layers: list[np.ndarray], brain: BrainData, options: RSAConfig, device: Any) -> np.ndarray:
-    from brainalign.probe.metrics.rsa import compare_rdms, n_pairs, rdms
+    from brainalign.probe.metrics.rsa import average_ranks, compare_rdms, n_pairs, rdms
 
     crossnobis = options.distance == "crossnobis"
     sets = group_sets(brain, repeats=crossnobis)
     model = rdms(layers, options.layer_distance, device=device)  # (n_layers, n_pairs)
+    method = options.comparison
+    if method == "spearman":  # Pearson of ranks: the layers' ranks once, not once per chunk
+        model, method = average_ranks(model), "pearson"
     result = np.full((len(layers), len(sets)), np.nan)
     per_chunk = max(1, _RDM_BUDGET_VALUES // n_pairs(brain.n_stimuli))
     for chunk in _chunks(_usable(sets, options.distance), per_chunk):
         brain_rdms = rdms([sets[i] for i in chunk], options.distance, device=device)
-        result[:, chunk] = compare_rdms(model, brain_rdms, options.comparison)
+        if options.comparison == "spearman":
+            brain_rdms = average_ranks(brain_rdms)
+        result[:, chunk] = compare_rdms(model, brain_rdms, method)
     return result
 
 
@@ -407,6 +413,23 @@ def _nearest_layers(wanted: Sequence[float], depths: Mapping[int, float]) -> lis
     return [min(layers, key=lambda layer: (abs(depths[layer] - depth), layer)) for depth in wanted]
 
 
+def check_partition_layers(config: ProbeConfig, depths: Mapping[int, float]) -> None:
+    """``variance_partitioning.layers`` of ``spaces: layers`` must fall on two probed layers.
+
+    Called with the probed layers' depths before any feature is extracted.
+    """
+    options = config.variance_partitioning
+    if options.spaces != "layers":
+        return
+    pair = sorted(set(_nearest_layers(options.layers or [], depths)))
+    if len(pair) != 2:
+        raise ValueError(
+            f"variance_partitioning.layers {options.layers} pick the same probed layer "
+            f"{pair}: give two depths that fall on different probed layers "
+            f"(probed depths: {[round(depths[layer], 3) for layer in sorted(depths)]})"
+        )
+
+
 def add_partitions(
     fits: dict[str, list[LayerFit]],
     features: Mapping[str, Mapping[int, np.ndarray]],
@@ -446,14 +469,10 @@ def add_partitions(
         return partition_layer(spaces, brain, config.encoding, options, label=kind, layer=layer)
 
     if options.spaces == "layers":
+        check_partition_layers(config, depths)
         if not first_share:
             return
         pair = sorted(set(_nearest_layers(options.layers or [], depths)))
-        if len(pair) != 2:
-            raise ValueError(
-                f"variance_partitioning.layers {options.layers} pick the same probed layer "
-                f"{pair}: give two depths that fall on different probed layers"
-            )
         for kind, kind_fits in fits.items():
             arrays = pair_features(kind, pair)
             spaces = {f"layer_{layer}": arrays[layer] for layer in pair}
