@@ -178,3 +178,11 @@ def test_low_level_partition_runs_on_the_stimulus_images(planted):
     # random pixels carry none of the planted signal: the model keeps all its variance
     assert rows.loc[("activation", "A"), "value"] == pytest.approx(0.6, abs=TOLERANCE)
     assert abs(rows.loc[("low_level", "AB"), "value"]) < TOLERANCE
+
+
+def test_a_share_without_layers_fits_nothing(planted):
+    """More DDP ranks than layers: the empty shares return empty fits, no error."""
+    target, spaces = planted
+    features = {kind: {0: array} for kind, array in spaces.items()}
+    fits = run_core(target, features, config_for(metrics=("cka",)), share=(1, 2))
+    assert fits == {(0, "activation"): [], (0, "gradient"): []}

@@ -94,7 +94,7 @@ def fit_targets(
                 ]
                 fits[(target_index, kind)] = add_metrics(kind_fits, selected, target.brain, config)
                 selected_by_kind[kind] = selected
-            if config.variance_partitioning.enabled and selected_by_kind:
+            if config.variance_partitioning.enabled and any(selected_by_kind.values()):
                 _partition(
                     target, fits, target_index, selected_by_kind, group_features, rows, config,
                     depths=depths, first_share=index == 0, prepared=prepared,

@@ -399,7 +399,7 @@ def add_metrics(
 ) -> list[LayerFit]:
     """``fits`` with every configured metric other than ``encoding`` added to each layer."""
     others = [metric for metric in config.metrics if metric != "encoding"]
-    if not others:
+    if not others or not fits:  # a DDP share may hold no layer
         return list(fits)
     measured = measure_layers(
         features, brain, others, rsa=config.rsa, cka=config.cka, device=config.device
