@@ -690,3 +690,20 @@ def test_estimate_is_within_20_percent_of_the_measured_peak(tmp_path, query, n_r
     # measured 0.84 (no repeats) to 0.93 of the estimate: reading every vertex copies no
     # selection, which the estimate allows for
     assert 0.8 <= peak / estimate.total <= 1.2, (peak, estimate.describe())
+
+
+def test_declared_units_and_the_volume_grid(volume_root):
+    volume, _ = load_brain(spec(volume_root, "space=func1pt8mm&rois=prf-visualrois"))
+    affine = np.diag([SPACING, SPACING, SPACING, 1.0])
+    affine[:3, 3] = ORIGIN
+    np.testing.assert_allclose(volume.affine, affine, rtol=1e-6)  # the ROI files' grid (maps)
+    np.testing.assert_array_equal(
+        volume.voxel_indices(), volume.targets[["voxel_i", "voxel_j", "voxel_k"]].to_numpy()
+    )
+    assert volume.noise_ceiling_unit == "percent"
+    np.testing.assert_allclose(volume.noise_ceiling_fraction(), volume.noise_ceiling / 100)
+
+
+def test_surface_ceiling_is_declared_percent_and_has_no_grid(surface_root):
+    surface, _ = load_brain(spec(surface_root, "rois=prf-visualrois"))
+    assert surface.noise_ceiling_unit == "percent" and surface.affine is None

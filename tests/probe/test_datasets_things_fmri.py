@@ -237,3 +237,13 @@ def test_missing_images_named(tmp_path):
         load_brain(f"things-fmri:{tmp_path}?subject=1&images={tmp_path / 'pictures'}")
     brain, stimuli = load_brain(f"things-fmri:{tmp_path}?subject=1")
     assert stimuli is None and brain.n_stimuli == 6
+
+
+def test_noise_ceilings_are_declared_percent_and_voxels_index_a_grid(root):
+    brain, _ = load_things_fmri(root, ThingsFmriOptions(subject=1, split="test", rois=("hV4",)))
+    assert brain.noise_ceiling_unit == "percent"
+    np.testing.assert_allclose(brain.noise_ceiling_fraction(), brain.noise_ceiling / 100)
+    np.testing.assert_array_equal(brain.affine, np.diag([2.0, 2.0, 2.0, 1.0]))  # voxel_size_mm
+    xyz = brain.targets[["x", "y", "z"]].to_numpy()
+    ijk = brain.voxel_indices()
+    np.testing.assert_allclose(np.c_[ijk, np.ones(len(ijk))] @ brain.affine.T[:, :3], xyz)

@@ -5,7 +5,11 @@ Tags are rooted at the probe's name (``brain`` by default):
 - ``<name>/<subject>/<modality>[/<kind>]/{encoding,spatial_score,temporal_score}``,
   ``.../roi/<ROI>``, ``.../window/<label>`` against the global step, and the same under
   ``<name>_vs_fraction/`` against the fraction of training (per mille);
-- figures under ``<name>_figures/``; ``<name>/probe_failed`` for failed probes;
+- for every other metric probed (``rsa``, ``cka``, ``cka_cv``): ``.../<metric>`` (its best
+  layer's score), ``.../<metric>/spatial_score``, ``.../<metric>/temporal_score``,
+  ``.../<metric>/roi/<ROI>``, ``.../<metric>/window/<label>``: the chronology's curves;
+- figures under ``<name>_figures/`` (those of :func:`brainalign.probe.report.probe_figures`,
+  brain maps included); ``<name>/probe_failed`` for failed probes;
 - a custom-scalars layout (one chart per score, ROI and window family) and the HParams summary
   pairing the run's factors with the latest value of every metric tag.
 """
@@ -20,7 +24,7 @@ import lightning as L
 import pandas as pd
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from brainalign.probe.pipeline import ProbeScores, window_label
+from brainalign.probe.pipeline import MetricNames, ProbeScores, window_label
 
 __all__ = [
     "failure_rows",
@@ -54,21 +58,40 @@ def scalar_values(
     """The scalar tags of one probe result and their values."""
     summary, table = scores.summary, scores.table
     prefix = tag_prefix(name, summary)
-    values = {f"{prefix}/encoding": summary["encoding_score"]}
-    for key in ("spatial_score_backward_order", "temporal_score_backward_order"):
-        if key in summary:  # gradient features (Study B)
-            values[f"{prefix}/{key}"] = summary[key]
-    if summary["modality"] == "fmri":
-        values[f"{prefix}/spatial_score"] = summary["spatial_score"]
-        for roi, value in summary["roi_encoding"].items():
-            values[f"{prefix}/roi/{roi}"] = value
+    values: dict[str, float] = {}
+    if "encoding_score" in summary:  # the ridge was fitted
+        values[f"{prefix}/encoding"] = summary["encoding_score"]
+        for key in ("spatial_score_backward_order", "temporal_score_backward_order"):
+            if key in summary:  # gradient features (Study B)
+                values[f"{prefix}/{key}"] = summary[key]
+        values.update(_metric_scalars(prefix, MetricNames("encoding"), summary, table, meg_windows))
+    for metric, entry in summary.get("metrics", {}).items():
+        names = MetricNames(metric)
+        values[f"{prefix}/{names.curve()}"] = entry["score"]
+        values.update(_metric_scalars(prefix, names, entry, table, meg_windows))
+    return {tag: float(value) for tag, value in values.items()}
+
+
+def _metric_scalars(
+    prefix: str,
+    names: MetricNames,
+    summary: Mapping[str, Any],
+    table: pd.DataFrame,
+    meg_windows: Sequence[tuple[float, float]],
+) -> dict[str, float]:
+    """The spatial score and ROI values (fMRI), or temporal score and windows (MEG)."""
+    values = {}
+    if "spatial_score" in summary:
+        values[f"{prefix}/{names.curve('spatial_score')}"] = summary["spatial_score"]
+        for roi, value in summary[names.roi_key].items():
+            values[f"{prefix}/{names.curve(f'roi/{roi}')}"] = value
     else:
-        values[f"{prefix}/temporal_score"] = summary["temporal_score"]
+        values[f"{prefix}/{names.curve('temporal_score')}"] = summary["temporal_score"]
         for window in meg_windows:
             label = window_label(window)
-            rows = table[(table["group"] == label) & (table["metric"] == "r")]
-            values[f"{prefix}/window/{label}"] = float(rows["value"].max())
-    return {tag: float(value) for tag, value in values.items()}
+            rows = table[(table["group"] == label) & (table["metric"] == names.layer)]
+            values[f"{prefix}/{names.curve(f'window/{label}')}"] = float(rows["value"].max())
+    return values
 
 
 def log_scores(
@@ -99,22 +122,25 @@ def log_scores(
     writer.flush()
 
 
+#: TensorBoard tags of the figures the callback has always logged, by report name.
+_FIGURE_TAGS = {
+    "roi_heatmap": "layer_x_roi",
+    "brain_map": "best_layer_map",
+    "meg_time_courses": "time_courses",
+}
+
+
 def _log_figures(
     writer: Any, name: str, scores: ProbeScores, step: int, rois: Mapping[str, pd.DataFrame]
 ) -> None:
     from brainalign.probe import report
 
     prefix = tag_prefix(name, scores.summary).replace(f"{name}/", f"{name}_figures/", 1)
-    table = scores.table
-    if scores.summary["modality"] == "fmri":
-        writer.add_figure(f"{prefix}/layer_x_roi", report.roi_heatmap(table), step)
-        subject_rois = rois.get(scores.summary["subject"])
-        if subject_rois is not None and not subject_rois.empty:
-            writer.add_figure(
-                f"{prefix}/best_layer_map", report.best_layer_brain_map(table, subject_rois), step
-            )
-    else:
-        writer.add_figure(f"{prefix}/time_courses", report.meg_time_courses(table), step)
+    figures = report.probe_figures(
+        scores.table, rois.get(scores.summary["subject"]), maps=scores.maps
+    )
+    for figure_name, figure in figures:
+        writer.add_figure(f"{prefix}/{_FIGURE_TAGS.get(figure_name, figure_name)}", figure, step)
 
 
 def log_failure(trainer: L.Trainer, name: str, step: int) -> None:
@@ -151,6 +177,17 @@ def log_layout_and_hparams(
                 "ROIs": ["Multiline", [f"^{prefix}/roi/"]],
                 "MEG windows": ["Multiline", [f"^{prefix}/window/"]],
             }
+            for metric in scores.summary.get("metrics", {}):
+                layout[prefix].update(
+                    {
+                        f"{metric} scores": [
+                            "Multiline",
+                            [f"^{prefix}/{metric}(/spatial_score|/temporal_score)?$"],
+                        ],
+                        f"{metric} ROIs": ["Multiline", [f"^{prefix}/{metric}/roi/"]],
+                        f"{metric} MEG windows": ["Multiline", [f"^{prefix}/{metric}/window/"]],
+                    }
+                )
         writer.add_custom_scalars(layout)
     if not hparams_written:
         from torch.utils.tensorboard.summary import hparams as hparams_summary

@@ -25,9 +25,20 @@ import pandas as pd
 from brainalign.probe.rois import COORDINATE_COLUMNS, roi_table
 from brainalign.probe.stimuli import StimulusSet, check_unique_ids, format_id_list
 
-__all__ = ["BrainData", "Modality", "numeric_coordinates"]
+__all__ = [
+    "NOISE_CEILING_UNITS",
+    "VOXEL_COLUMNS",
+    "BrainData",
+    "Modality",
+    "NoiseCeilingUnit",
+    "numeric_coordinates",
+]
 
 Modality = Literal["fmri", "meg"]
+NoiseCeilingUnit = Literal["percent", "fraction"]
+NOISE_CEILING_UNITS: tuple[str, ...] = ("percent", "fraction")
+#: Targets-table columns of a voxel's (i, j, k) index in the grid of ``BrainData.affine``.
+VOXEL_COLUMNS: tuple[str, str, str] = ("voxel_i", "voxel_j", "voxel_k")
 
 
 @dataclass(kw_only=True)
@@ -52,9 +63,17 @@ class BrainData:
         Single-repeat responses, for noise ceilings; converted to float32 unless float16
         (kept as float16: half the memory, for large surface data).
     noise_ceiling : ndarray of shape data.shape[1:], optional
-        One value per target (per channel and time for MEG).
+        One value per target (per channel and time for MEG): the share of the variance of
+        ``data`` that is explainable (the square of the largest R a model can reach).
+    noise_ceiling_unit : {"percent", "fraction"}, optional
+        The unit of ``noise_ceiling``, declared by whoever loads the data (NSD and THINGS-fMRI:
+        percent; a generic folder: ``noise_ceiling_unit`` in its ``info.json``). A ceiling of
+        unknown unit is kept but not used to normalise scores.
+    affine : ndarray of shape (4, 4), optional
+        fMRI volume data: voxel index to world (mm) transform of the grid the targets'
+        ``voxel_i``, ``voxel_j``, ``voxel_k`` columns index (for volume maps).
     info : mne.Info, optional
-        MEG measurement info (kept as it is; BrainData never needs it).
+        MEG measurement info (channel positions, for topomaps; kept as it is).
     """
 
     modality: Modality
@@ -66,6 +85,8 @@ class BrainData:
     rois: pd.DataFrame | None = None
     repeats: np.ndarray | None = None
     noise_ceiling: np.ndarray | None = None
+    noise_ceiling_unit: NoiseCeilingUnit | None = None
+    affine: np.ndarray | None = field(default=None, repr=False)
     info: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -172,6 +193,58 @@ class BrainData:
                     f"{self._name}: noise_ceiling must have shape {self.data.shape[1:]} "
                     f"(one value per target); got {self.noise_ceiling.shape}"
                 )
+        if self.noise_ceiling_unit is not None and self.noise_ceiling_unit not in (
+            NOISE_CEILING_UNITS
+        ):
+            raise ValueError(
+                f"{self._name}: noise_ceiling_unit must be 'percent' or 'fraction'; got "
+                f"{self.noise_ceiling_unit!r}"
+            )
+        if self.affine is not None:
+            self._check_affine()
+
+    def _check_affine(self) -> None:
+        affine = np.asarray(self.affine, dtype=np.float64)
+        if self.modality != "fmri" or affine.shape != (4, 4) or not np.isfinite(affine).all():
+            raise ValueError(
+                f"{self._name}: affine is a finite (4, 4) voxel-to-mm matrix of fMRI volume "
+                f"data; got shape {affine.shape}"
+            )
+        missing = [column for column in VOXEL_COLUMNS if column not in self.targets.columns]
+        if missing:
+            raise ValueError(
+                f"{self._name}: an affine needs the voxel index columns {list(VOXEL_COLUMNS)} "
+                f"in the targets table; missing {missing}"
+            )
+        indices = self.targets[list(VOXEL_COLUMNS)]
+        if (
+            not all(pd.api.types.is_integer_dtype(indices[c]) for c in VOXEL_COLUMNS)
+            or (indices.to_numpy() < 0).any()
+        ):
+            raise ValueError(
+                f"{self._name}: the targets' {list(VOXEL_COLUMNS)} must be non-negative integers"
+            )
+        self.affine = affine
+
+    def noise_ceiling_fraction(self) -> np.ndarray | None:
+        """The noise ceiling as a fraction of explainable variance, flattened like the targets.
+
+        Returns
+        -------
+        ceiling : ndarray of shape (n_targets_flat,), float64, or None
+            None without a noise ceiling or when its unit is not declared
+            (``noise_ceiling_unit``): a unit is never guessed from the values.
+        """
+        if self.noise_ceiling is None or self.noise_ceiling_unit is None:
+            return None
+        ceiling = np.asarray(self.noise_ceiling, dtype=np.float64).reshape(-1)
+        return ceiling / 100.0 if self.noise_ceiling_unit == "percent" else ceiling
+
+    def voxel_indices(self) -> np.ndarray | None:
+        """(i, j, k) of every target in the grid of :attr:`affine`: (n_targets, 3), or None."""
+        if self.affine is None:
+            return None
+        return self.targets[list(VOXEL_COLUMNS)].to_numpy(dtype=np.int64)
 
     # ------------------------------------------------------------------ sizes
     @property

@@ -5,7 +5,9 @@ per probed checkpoint (``step``, ``train_fraction``, ``status`` columns added). 
 
 - :func:`curves`: one value per (curve, step): ``encoding``, ``spatial_score``,
   ``temporal_score``, ``roi/<name>`` (best layer's R in that ROI) and ``window/<label>`` (best
-  layer's R in that MEG window);
+  layer's R in that MEG window); for each other metric probed (``rsa``, ``cka``, ``cka_cv``)
+  the same curves prefixed by its name (``rsa`` for its best layer's score, ``rsa/spatial_score``,
+  ``rsa/temporal_score``, ``rsa/roi/V1``, ``rsa/window/80-130ms``);
 - :func:`half_time`: the training fraction where a curve first reaches 50% of its final value
   (Study A's definition), or 50% of its rise from the first probe (``definition="rise"``),
   interpolating linearly between probes; NaN when it is never reached or undefined;
@@ -25,9 +27,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from brainalign.probe.config import METRICS
+from brainalign.probe.metric_names import MetricNames
 from brainalign.utils.atomic import atomic_path
 
 HalfTimeDefinition = Literal["final", "rise"]
+#: The curves of the three encoding scores.
+SCORE_CURVES: tuple[str, ...] = ("encoding", "spatial_score", "temporal_score")
+_SCORE_BASES = ("", "spatial_score", "temporal_score")
 CURVE_KEYS = ["run", "subject", "modality", "feature_kind", "curve"]
 CHRONOLOGY_FILE = "chronology.parquet"
 DEFAULT_PROBE_NAME = "brain"
@@ -83,6 +90,29 @@ def truncate_chronology(path: str | Path, last_step: int) -> None:
 
 
 # ---------------------------------------------------------------------- curves
+def metric_score_curves(names: Sequence[str] | pd.Series) -> list[str]:
+    """The score curves of metrics other than encoding among ``names`` (``rsa``,
+    ``rsa/spatial_score``, ``rsa/temporal_score``...), in order of first appearance."""
+    wanted = {
+        MetricNames(metric).curve(base)
+        for metric in METRICS
+        if metric != "encoding"
+        for base in _SCORE_BASES
+    }
+    return [name for name in dict.fromkeys(names) if name in wanted]
+
+
+def _best_layer_curves(ok: pd.DataFrame, keys: list[str], names: MetricNames) -> pd.DataFrame:
+    """Per ROI and MEG window: the best layer's value of one metric (``[m/]roi/V1``...)."""
+    layer_rows = ok[(ok["layer"] >= 0) & (ok["metric"] == names.layer) & ok["time"].isna()]
+    layer_rows = layer_rows[layer_rows["group"] != "all"]
+    best = layer_rows.groupby([*keys, "group"], as_index=False)["value"].max()
+    is_window = best["group"].str.endswith("ms")
+    prefix = names.curve("x")[:-1]  # "" for encoding, "rsa/" for rsa
+    best["curve"] = prefix + np.where(is_window, "window/" + best["group"], "roi/" + best["group"])
+    return best.drop(columns="group")
+
+
 def curves(table: pd.DataFrame, run: str = "run") -> pd.DataFrame:
     """One value per curve and probed step.
 
@@ -101,17 +131,16 @@ def curves(table: pd.DataFrame, run: str = "run") -> pd.DataFrame:
     ok = table[table.get("status", "ok") == "ok"] if "status" in table else table
     keys = ["subject", "modality", "feature_kind", "step", "train_fraction"]
     parts = []
-    summary = ok[ok["layer"] < 0]
-    for metric in ("encoding_score", "spatial_score", "temporal_score"):
-        rows = summary[(summary["metric"] == metric) & (summary["group"] == "all")]
-        name = "encoding" if metric == "encoding_score" else metric
-        parts.append(rows[[*keys, "value"]].assign(curve=name))
-    layer_rows = ok[(ok["layer"] >= 0) & (ok["metric"] == "r") & ok["time"].isna()]
-    layer_rows = layer_rows[layer_rows["group"] != "all"]
-    best = layer_rows.groupby([*keys, "group"], as_index=False)["value"].max()
-    is_window = best["group"].str.endswith("ms")
-    best["curve"] = np.where(is_window, "window/" + best["group"], "roi/" + best["group"])
-    parts.append(best.drop(columns="group"))
+    summary = ok[(ok["layer"] < 0) & (ok["group"] == "all")]
+    present = set(ok.loc[ok["layer"] >= 0, "metric"])
+    for metric in METRICS:
+        names = MetricNames(metric)
+        if not names.is_encoding and names.layer not in present:
+            continue
+        for base in _SCORE_BASES:
+            rows = summary[summary["metric"] == (names.of(base) if base else names.score)]
+            parts.append(rows[[*keys, "value"]].assign(curve=names.curve(base)))
+        parts.append(_best_layer_curves(ok, keys, names))
     result = pd.concat(parts, ignore_index=True).assign(run=run)
     result = result.dropna(subset=["value"])
     return result[[*CURVE_KEYS, "step", "train_fraction", "value"]].sort_values(
@@ -347,7 +376,7 @@ def analyse(
     ):
         entry = summary.setdefault(run, {}).setdefault(f"{subject}/{modality}/{kind}", {})
         by_curve = rows.set_index("curve")
-        for curve in ("encoding", "spatial_score", "temporal_score"):
+        for curve in [*SCORE_CURVES, *metric_score_curves(rows["curve"])]:
             if curve in by_curve.index:
                 entry[curve] = {
                     "first": float(by_curve.loc[curve, "first_value"]),

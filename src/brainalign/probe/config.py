@@ -30,14 +30,21 @@ __all__ = [
     "DEFAULT_MEG_WINDOWS",
     "FEATURE_KINDS",
     "GRADIENT_LOSSES",
+    "METRICS",
+    "METRICS_NEEDING_REPEATS",
+    "PARTITION_SPACES",
     "POOLINGS",
     "BootstrapConfig",
+    "CKAConfig",
     "EncodingConfig",
     "FeatureConfig",
+    "Metric",
     "ModelSource",
     "Pooling",
     "PreprocessConfig",
     "ProbeConfig",
+    "RSAConfig",
+    "VariancePartitioningConfig",
 ]
 
 Pooling = Literal["cls", "mean", "registers", "cls+mean"]
@@ -48,6 +55,14 @@ GradientLoss = Literal["auto", "ssl", "invariance", "supervised"]
 GRADIENT_LOSSES: tuple[str, ...] = ("auto", "ssl", "invariance", "supervised")
 Interpolation = Literal["bicubic", "bilinear", "nearest"]
 Layers = list[float] | int | Literal["all"]
+Metric = Literal["encoding", "rsa", "cka", "cka_cv"]
+METRICS: tuple[str, ...] = ("encoding", "rsa", "cka", "cka_cv")
+#: Metrics that read single repeats (``BrainData.repeats``), and why.
+METRICS_NEEDING_REPEATS: dict[str, str] = {"cka_cv": "cross-validated CKA splits the repeats"}
+RDMDistance = Literal["correlation", "euclidean", "crossnobis"]
+RDMComparison = Literal["spearman", "pearson", "kendall_tau_a"]
+PartitionSpaces = Literal["kinds", "layers", "low_level"]
+PARTITION_SPACES: tuple[str, ...] = ("kinds", "layers", "low_level")
 
 DEFAULT_ALPHAS = np.logspace(0, 8, 10)
 """Ten log-spaced ridge penalties from 1e0 to 1e8 (Study A)."""
@@ -308,6 +323,116 @@ class BootstrapConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RSAConfig:
+    """Options of the ``rsa`` metric (:mod:`brainalign.probe.metrics.rsa`).
+
+    Parameters
+    ----------
+    distance : {"correlation", "euclidean", "crossnobis"}
+        Dissimilarity of the brain RDMs (one per ROI, MEG time sample, and over all targets).
+        ``crossnobis`` is cross-validated over the single repeats (needs ``BrainData.repeats``).
+    model_distance : {"correlation", "euclidean"}, optional
+        Dissimilarity of the layers' RDMs; default ``distance``, and ``euclidean`` when
+        ``distance`` is ``crossnobis`` (a model has no repeats; crossnobis is a cross-validated
+        squared Euclidean distance).
+    comparison : {"spearman", "pearson", "kendall_tau_a"}
+        How a layer's RDM is compared with a brain RDM.
+    """
+
+    distance: RDMDistance = "correlation"
+    model_distance: Literal["correlation", "euclidean"] | None = None
+    comparison: RDMComparison = "spearman"
+
+    def __post_init__(self) -> None:
+        _check_choice("rsa.distance", self.distance, RDMDistance.__args__)
+        if self.model_distance is not None:
+            _check_choice("rsa.model_distance", self.model_distance, ("correlation", "euclidean"))
+        _check_choice("rsa.comparison", self.comparison, RDMComparison.__args__)
+
+    @property
+    def layer_distance(self) -> str:
+        """The layers' RDM dissimilarity actually used."""
+        if self.model_distance is not None:
+            return self.model_distance
+        return "euclidean" if self.distance == "crossnobis" else self.distance
+
+
+@dataclass(frozen=True, kw_only=True)
+class CKAConfig:
+    """Options of the ``cka`` metric (linear CKA, :func:`brainalign.probe.metrics.linear_cka`).
+
+    Parameters
+    ----------
+    unbiased : bool
+        The unbiased HSIC estimator (default; the biased one tends to 1 with few stimuli and
+        many dimensions). ``cka_cv`` is always unbiased.
+    """
+
+    unbiased: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class VariancePartitioningConfig:
+    """Banded ridge (himalaya) on two feature spaces and their unique and shared variance.
+
+    Parameters
+    ----------
+    spaces : {"kinds", "layers", "low_level"}, optional
+        None (the default): no variance partitioning. ``kinds``: a layer's activations and
+        its gradients (needs both in ``features.kinds``; Study B's question); ``layers``: two
+        layers (``layers`` names them); ``low_level``:
+        each probed layer against low-level image statistics
+        (:func:`brainalign.synthetic.low_level.low_level_statistics` of the stimuli, resized
+        to ``low_level_size`` pixels).
+    layers : list of float, optional
+        Relative depths in [0, 1]: the two layers of ``spaces: layers`` (required there), or
+        the layers to partition for ``kinds`` and ``low_level`` (default every probed layer).
+        Each depth picks the nearest probed layer.
+    n_iter : int
+        Candidate weightings of the two spaces (himalaya's random search).
+    inner_folds : int
+        Inner K-folds of himalaya's hyperparameter search.
+    solver : {"auto", "primal", "kernel"}
+    low_level_size : int
+        Side in pixels of the images low-level statistics are computed on.
+    """
+
+    spaces: PartitionSpaces | None = None
+    layers: list[float] | None = None
+    n_iter: int = 20
+    inner_folds: int = 5
+    solver: Literal["auto", "primal", "kernel"] = "auto"
+    low_level_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.spaces is not None:
+            _check_choice("variance_partitioning.spaces", self.spaces, PARTITION_SPACES)
+        if self.layers is not None:
+            depths = [float(depth) for depth in self.layers]
+            bad = [depth for depth in depths if not 0.0 <= depth <= 1.0 or math.isnan(depth)]
+            if bad or not depths:
+                raise ValueError(
+                    "variance_partitioning.layers must be relative depths in [0, 1]; got "
+                    f"{self.layers!r}"
+                )
+            object.__setattr__(self, "layers", depths)
+        if self.spaces == "layers" and (self.layers is None or len(set(self.layers)) != 2):
+            raise ValueError(
+                "variance_partitioning.spaces: layers needs variance_partitioning.layers with "
+                f"two different relative depths, e.g. [0.5, 1.0]; got {self.layers!r}"
+            )
+        _check_positive_int("variance_partitioning.n_iter", self.n_iter)
+        _check_positive_int("variance_partitioning.inner_folds", self.inner_folds, minimum=2)
+        _check_choice("variance_partitioning.solver", self.solver, ("auto", "primal", "kernel"))
+        _check_positive_int("variance_partitioning.low_level_size", self.low_level_size, 16)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a variance partitioning is asked for (``spaces`` set)."""
+        return self.spaces is not None
+
+
+@dataclass(frozen=True, kw_only=True)
 class ProbeConfig:
     """Everything a probe needs besides the model: brain data, features, encoding, resources.
 
@@ -328,6 +453,17 @@ class ProbeConfig:
     meg_windows : list of (float, float)
         MEG windows in seconds reported as their own groups (default 80-130, 130-180,
         500-550 ms).
+    metrics : list of {"encoding", "rsa", "cka", "cka_cv"}
+        How each layer is compared with each group of targets (ROI, MEG time sample, all):
+        ``encoding`` (the cross-validated ridge, R), ``rsa`` (RDM comparison), ``cka`` (linear
+        CKA) and ``cka_cv`` (split-half cross-validated CKA; needs repeats). Every metric gets
+        the same per-layer rows, best depths, spatial and temporal scores
+        (:mod:`brainalign.probe.pipeline`).
+    rsa : RSAConfig
+    cka : CKAConfig
+    variance_partitioning : VariancePartitioningConfig
+        Banded ridge of two feature spaces and their unique / shared variance (off unless
+        ``variance_partitioning.spaces`` is set).
     bootstrap : BootstrapConfig
         Confidence intervals of every score (off by default).
     cache_dir : str, optional
@@ -350,6 +486,12 @@ class ProbeConfig:
     meg_windows: list[tuple[float, float]] = field(
         default_factory=lambda: [tuple(window) for window in DEFAULT_MEG_WINDOWS]
     )
+    metrics: list[Metric] = field(default_factory=lambda: ["encoding"])
+    rsa: RSAConfig = field(default_factory=RSAConfig)
+    cka: CKAConfig = field(default_factory=CKAConfig)
+    variance_partitioning: VariancePartitioningConfig = field(
+        default_factory=VariancePartitioningConfig
+    )
     cache_dir: str | None = ".brainalign_cache"
     device: str = "auto"
     precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -366,6 +508,36 @@ class ProbeConfig:
         if bad:
             raise ValueError(f"meg_windows must be (start, end) pairs with start < end; got {bad}")
         object.__setattr__(self, "meg_windows", windows)
+        self._check_metrics()
         _check_choice("precision", self.precision, ("auto", "float32", "bfloat16", "float16"))
         if not str(self.device).strip():
             raise ValueError("device is empty: use auto, cpu or cuda")
+
+    def _check_metrics(self) -> None:
+        metrics = list(dict.fromkeys(str(metric) for metric in self.metrics))
+        if not metrics:
+            raise ValueError("metrics is empty: use [encoding] (the default), rsa, cka, cka_cv")
+        unknown = [metric for metric in metrics if metric not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}: choose among {', '.join(METRICS)}")
+        object.__setattr__(self, "metrics", metrics)
+        if self.variance_partitioning.spaces == "kinds":
+            missing = [kind for kind in FEATURE_KINDS if kind not in self.features.kinds]
+            if missing:
+                raise ValueError(
+                    "variance_partitioning.spaces: kinds partitions activations against "
+                    f"gradients, but features.kinds lacks {missing}: set features.kinds to "
+                    "[activation, gradient], or use spaces: layers or low_level"
+                )
+
+    @property
+    def repeats_needed(self) -> dict[str, str]:
+        """What in this config reads single repeats of the brain data: {option: why}."""
+        needed = {
+            f"metrics: {metric}": why
+            for metric, why in METRICS_NEEDING_REPEATS.items()
+            if metric in self.metrics
+        }
+        if "rsa" in self.metrics and self.rsa.distance == "crossnobis":
+            needed["rsa.distance: crossnobis"] = "crossnobis distances are cross-validated"
+        return needed

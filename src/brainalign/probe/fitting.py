@@ -11,13 +11,18 @@ rank) and summarise them together (:func:`brainalign.probe.pipeline.summarise_fi
   all MEG channels at that time sample, to the layer's features; a group's R is the held-out R
   averaged over feature dimensions. The layer's overall R is that of one decoder from every
   target.
+
+Other metrics of the same layer (RSA, CKA: :mod:`brainalign.probe.metrics.per_group`) are kept
+beside R as a :class:`MetricFit` per metric, over the same groups, and variance partitioning of
+two feature spaces as a :class:`PartitionFit`. A fit without the ridge (``metrics`` not asking
+for ``encoding``) has ``group_r = None``.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,7 +32,15 @@ from brainalign.probe.config import EncodingConfig
 from brainalign.probe.ridge import fit_mapping, outer_splits
 from brainalign.probe.scores import encoding_score, roi_scores
 
-__all__ = ["BootstrapPlan", "LayerFit", "fit_layer", "group_names"]
+__all__ = [
+    "BootstrapPlan",
+    "LayerFit",
+    "MetricFit",
+    "PartitionFit",
+    "fit_layer",
+    "group_means",
+    "group_names",
+]
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,49 @@ class BootstrapPlan:
 
 
 @dataclass(frozen=True)
+class MetricFit:
+    """One layer's value of a metric other than encoding (``rsa``, ``cka``...), per group.
+
+    Attributes
+    ----------
+    overall : float
+        The metric with every target as one set (the ``all`` group).
+    group : ndarray of shape (n_groups,)
+        Per ROI (:func:`group_names` order) or per MEG time sample (channels as the set).
+    """
+
+    overall: float
+    group: np.ndarray
+
+
+@dataclass(frozen=True)
+class PartitionFit:
+    """Variance partitioning of two feature spaces, averaged over each group's targets.
+
+    Attributes
+    ----------
+    label : str
+        The ``feature_kind`` of its rows (``activation+gradient`` for the two kinds).
+    layer : int
+        The layer partitioned, or -1 for two layers (named in ``spaces``).
+    spaces : tuple of str
+    subsets : tuple of tuples of str
+        Every non-empty subset of ``spaces`` (one space, then both).
+    r2 : ndarray of shape (n_subsets, 1 + n_groups)
+        Held-out R2 of the banded ridge on each subset: over all targets, then per group.
+    regions : ndarray of shape (n_subsets, 1 + n_groups)
+        Unique variance (one space) and shared variance (both), same layout.
+    """
+
+    label: str
+    layer: int
+    spaces: tuple[str, ...]
+    subsets: tuple[tuple[str, ...], ...]
+    r2: np.ndarray
+    regions: np.ndarray
+
+
+@dataclass(frozen=True)
 class LayerFit:
     """The held-out performance of one layer's mapping.
 
@@ -66,20 +122,32 @@ class LayerFit:
         R per brain target (encoding direction; None for decoding).
     overall_r : float
         Mean R over every target (encoding), or of the all-target decoder (decoding).
-    group_r : ndarray of shape (n_groups,)
-        R per ROI (fMRI, in :func:`group_names` order) or per time sample (MEG).
+    group_r : ndarray of shape (n_groups,), or None
+        R per ROI (fMRI, in :func:`group_names` order) or per time sample (MEG); None when
+        the ridge was not fitted (``encoding`` not among the metrics).
     boot_overall_r : ndarray of shape (n_boot,), optional
         ``overall_r`` in each bootstrap resample (with a :class:`BootstrapPlan`).
     boot_group_r : ndarray of shape (n_boot, n_groups), optional
         ``group_r`` in each bootstrap resample.
+    metrics : dict of str to MetricFit
+        The other metrics of this layer, by name (``rsa``, ``cka``, ``cka_cv``).
+    partitions : tuple of PartitionFit
+        Variance partitionings computed beside this layer's fit.
     """
 
     layer: int
     target_r: np.ndarray | None
     overall_r: float
-    group_r: np.ndarray
+    group_r: np.ndarray | None
     boot_overall_r: np.ndarray | None = None
     boot_group_r: np.ndarray | None = None
+    metrics: dict[str, MetricFit] = field(default_factory=dict)
+    partitions: tuple[PartitionFit, ...] = ()
+
+    @classmethod
+    def without_encoding(cls, layer: int) -> LayerFit:
+        """A fit of ``layer`` that holds no ridge results (other metrics are added to it)."""
+        return cls(layer, None, float("nan"), None)
 
 
 def group_names(brain: BrainData) -> list[str]:
@@ -127,7 +195,7 @@ def fit_layer(
             index_sets = [np.arange(targets.shape[1]), *_target_groups(brain)]  # all, groups
             overall, boot = _fit(features, targets, config, bootstrap, index_sets)
             target_r = np.asarray(overall, dtype=np.float64)
-            groups = _group_means(target_r, brain)
+            groups = group_means(target_r, brain)
             return LayerFit(
                 layer,
                 target_r,
@@ -179,12 +247,26 @@ def _target_groups(brain: BrainData) -> list[np.ndarray]:
     return [positions[:, index].astype(np.int64) for index in range(positions.shape[1])]
 
 
-def _group_means(target_r: np.ndarray, brain: BrainData) -> np.ndarray:
-    """Mean R of each group's targets: (n_rois,) or (n_times,) (mean over channels)."""
+def group_means(values: np.ndarray, brain: BrainData) -> np.ndarray:
+    """Mean of a per-target value over each group's targets: (n_rois,) or (n_times,).
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_targets_flat,)
+        One value per column of ``brain.targets_matrix()`` (R, a noise ceiling, a variance
+        share); NaN values are ignored.
+
+    Returns
+    -------
+    ndarray of shape (n_groups,)
+        Per ROI (:func:`group_names` order), or per MEG time sample (mean over channels).
+    """
     if brain.modality == "fmri":
-        by_roi = roi_scores(target_r, brain.targets["roi"].astype(str).to_numpy())
+        by_roi = roi_scores(values, brain.targets["roi"].astype(str).to_numpy())
         return by_roi.reindex(group_names(brain)).to_numpy(dtype=np.float64)
-    return np.nanmean(brain.unflatten(target_r), axis=0)  # (n_channels, n_times) -> (n_times,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN time sample stays NaN
+        return np.nanmean(brain.unflatten(values), axis=0)  # (n_channels, n_times) -> (n_times,)
 
 
 def _predictors(brain: BrainData) -> Sequence[np.ndarray]:

@@ -10,7 +10,10 @@ fMRI folder::
                     row per column of responses.npy
     rois.csv        optional: roi, x, y, z centroid + property columns
     repeats.npy     optional: (n_repeats, n_stimuli, n_targets)
-    noise_ceiling.npy  optional: (n_targets,)
+    noise_ceiling.npy  optional: (n_targets,), in the unit info.json declares
+    info.json       optional: {"subject": "sub-01", "noise_ceiling_unit": "percent" or
+                    "fraction", "affine": 4 x 4 voxel-to-mm matrix of the grid indexed by the
+                    targets' voxel_i, voxel_j, voxel_k columns (for volume maps)}
 
 MEG: an MNE Epochs file ``*-epo.fif`` whose metadata has a ``stimulus_id`` column, one epoch
 per trial; trials of one stimulus are averaged and kept as repeats. An optional metadata column
@@ -33,6 +36,7 @@ import json
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -82,15 +86,50 @@ def _read_ids(column: pd.Series) -> list[str]:
     return [str(value) for value in column]
 
 
-def _folder_subject(folder: Path) -> str:
-    """The subject named in the folder's optional ``info.json``, else the folder's name."""
-    info = folder / "info.json"
-    if info.is_file():
-        try:
-            return str(json.loads(info.read_text())["subject"])
-        except (ValueError, KeyError) as error:
-            raise ValueError(f"{info}: expected JSON with a 'subject' field ({error})") from None
-    return folder.name
+def _read_info(folder: Path) -> dict:
+    """The folder's optional ``info.json`` (an empty dict without one)."""
+    path = folder / "info.json"
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(info, dict) or ("subject" in info and not str(info["subject"]).strip()):
+        raise ValueError(f'{path}: expected a JSON object such as {{"subject": "sub-01"}}')
+    return info
+
+
+def _folder_affine(info: dict, folder: Path) -> np.ndarray | None:
+    if info.get("affine") is None:
+        return None
+    try:
+        affine = np.asarray(info["affine"], dtype=np.float64)
+    except (TypeError, ValueError):
+        affine = np.empty(0)
+    if affine.shape != (4, 4):
+        raise ValueError(
+            f"{folder / 'info.json'}: 'affine' must be a 4 x 4 list of numbers (voxel index to "
+            f"mm); got {info['affine']!r}"
+        )
+    return affine
+
+
+def _ceiling_unit(info: dict, folder: Path, has_ceiling: bool) -> str | None:
+    unit = info.get("noise_ceiling_unit")
+    if unit is not None and unit not in ("percent", "fraction"):
+        raise ValueError(
+            f"{folder / 'info.json'}: noise_ceiling_unit must be 'percent' or 'fraction'; got "
+            f"{unit!r}"
+        )
+    if has_ceiling and unit is None:
+        warnings.warn(
+            f"{folder}: noise_ceiling.npy has no declared unit, so it is not used to normalise "
+            'scores; add "noise_ceiling_unit": "percent" (or "fraction") to info.json',
+            UserWarning,
+            stacklevel=3,
+        )
+    return unit
 
 
 def load_fmri_folder(path: str | Path, subject: str | None = None) -> tuple[BrainData, StimulusSet]:
@@ -157,17 +196,20 @@ def load_fmri_folder(path: str | Path, subject: str | None = None) -> tuple[Brai
     noise_ceiling = None
     if ceiling_path.is_file():
         noise_ceiling = load_array(ceiling_path)
+    info = _read_info(folder)
 
     ids = _read_ids(table["stimulus_id"])
     brain = BrainData(
         modality="fmri",
-        subject=subject if subject is not None else _folder_subject(folder),
+        subject=subject if subject is not None else str(info.get("subject", folder.name)),
         data=responses,
         stimulus_ids=ids,
         targets=targets,
         rois=rois,
         repeats=repeats,
         noise_ceiling=noise_ceiling,
+        noise_ceiling_unit=_ceiling_unit(info, folder, noise_ceiling is not None),
+        affine=_folder_affine(info, folder),
     )
     if "image_path" in table.columns:
         paths = [
@@ -228,7 +270,12 @@ def write_fmri_folder(
         raise FileExistsError(f"{destination} exists; pass overwrite=True to replace it")
     with atomic_directory(destination, overwrite=overwrite) as temporary:
         np.save(temporary / "responses.npy", brain.data)
-        (temporary / "info.json").write_text(json.dumps({"subject": brain.subject}))
+        info: dict = {"subject": brain.subject}
+        if brain.noise_ceiling_unit is not None:
+            info["noise_ceiling_unit"] = brain.noise_ceiling_unit
+        if brain.affine is not None:
+            info["affine"] = np.asarray(brain.affine).tolist()
+        (temporary / "info.json").write_text(json.dumps(info))
         stimuli_table.to_csv(temporary / "stimuli.csv", index=False)
         brain.targets.to_csv(temporary / "targets.csv", index=False)
         if brain.rois is not None and len(brain.rois):
@@ -392,6 +439,7 @@ def write_meg_epochs(
     metadata: pd.DataFrame | None = None,
     fmt: str = "single",
     overwrite: bool = False,
+    montage: str | None = None,
 ) -> Path:
     """Write single trials as an MNE epochs file with a ``stimulus_id`` metadata column.
 
@@ -410,6 +458,10 @@ def write_meg_epochs(
     fmt : {"single", "double"}
         Precision on disk.
     overwrite : bool
+    montage : str, optional
+        An MNE standard montage (``mne.channels.make_standard_montage``, e.g. ``biosemi32``)
+        whose first ``n_channels`` positions become the sensors' locations, in order, so
+        that topomaps can be drawn (the simulated subject's sensors have no real positions).
 
     Returns
     -------
@@ -447,6 +499,8 @@ def write_meg_epochs(
         raise FileExistsError(f"{destination} exists; pass overwrite=True to replace it")
 
     info = mne.create_info(list(ch_names), sfreq, ch_types=ch_types, verbose="error")
+    if montage is not None:
+        _place_sensors(info, montage)
     epochs = mne.EpochsArray(
         data, info, tmin=float(times[0]), metadata=trial_table, baseline=None, verbose="error"
     )
@@ -454,6 +508,20 @@ def write_meg_epochs(
     with atomic_path(destination, suffix=suffix) as temporary:
         epochs.save(temporary, fmt=fmt, overwrite=True, verbose="error")
     return destination
+
+
+def _place_sensors(info: Any, montage: str) -> None:
+    """Give the channels of ``info`` the first positions of a standard montage (in place)."""
+    import mne
+
+    positions = list(mne.channels.make_standard_montage(montage).get_positions()["ch_pos"].values())
+    if len(positions) < len(info["chs"]):
+        raise ValueError(
+            f"montage {montage!r} has {len(positions)} positions for {len(info['chs'])} channels"
+        )
+    for channel, position in zip(info["chs"], positions):
+        channel["loc"][:3] = position  # head coordinates, m
+        channel["loc"][3:12] = np.eye(3).ravel()  # a sensor orientation (unused by topomaps)
 
 
 # ---------------------------------------------------------------------- dispatch

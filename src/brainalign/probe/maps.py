@@ -15,6 +15,10 @@ voxel) or, for MEG, per channel and time sample, with its colour scale.
 - MEG (:func:`meg_topomap_figure`): an ``mne.EvokedArray`` of scores with the epochs' info,
   ``plot_topomap`` at chosen latencies, one row per map.
 
+:class:`brainalign.probe.target_maps.TargetMaps` is what a probe keeps for these maps
+(per-target R of every layer and where the targets are);
+:func:`brainalign.probe.report.map_figures` draws the ones that apply.
+
 Example::
 
     maps = best_layer_maps(r_by_layer, depths)  # best R and best-layer depth per target

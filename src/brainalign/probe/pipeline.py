@@ -4,16 +4,42 @@
 summarises; :func:`summarise_fits` does the second half for fits made elsewhere (the training
 callback fits a share of the layers on each DDP rank). Every score comes from
 :mod:`brainalign.probe.scores`: encoding scores, best depths, spatial and temporal scores,
-``T_max``, normalised R.
+``T_max``, normalised R. The rows are built by :mod:`brainalign.probe.score_rows`.
 
 Groups: ``all`` (every target), one per fMRI ROI, one per MEG time sample (``time`` column set)
 and one per MEG window (``80-130ms``...). Metrics: ``r`` (mean held-out Pearson R over the
 group's targets; for decoding, the held-out R of that group's decoder averaged over feature
 dimensions), ``r_normalised`` (``r`` divided by its maximum over layers, per group; NaN where
-that maximum is not positive) and, when the data carry a noise ceiling, ``r_ceiling_normalised``
-(extra rows, never folded into ``r``; encoding only). Summary rows have ``layer = -1`` and hold
-``encoding_score``, ``spatial_score``, ``temporal_score``, ``best_depth`` (per ROI) and
-``t_max`` (per layer, as ``group``).
+that maximum is not positive) and, when the data have a noise ceiling, ``r_ceiling_normalised``
+(``r / sqrt(ceiling)`` averaged over the group's targets; extra rows, never folded into ``r``;
+encoding only). Summary rows have ``layer = -1`` and hold ``encoding_score``,
+``spatial_score``, ``temporal_score``, ``best_depth`` (per ROI) and ``t_max`` (per layer, as
+``group``).
+
+Other metrics (``ProbeConfig.metrics``: ``rsa``, ``cka``, ``cka_cv``, see
+:mod:`brainalign.probe.metrics.per_group`) get the same rows under their own names, so the
+encoding rows never change: per layer and group ``metric = <m>`` (``all``, ROIs, MEG time
+samples and windows, as ``r``), and summary rows ``score_<m>`` (the best layer's value over all
+targets), ``best_depth_<m>`` (per ROI), ``spatial_score_<m>``, ``t_max_<m>`` (per layer) and
+``temporal_score_<m>``: the spatial and temporal scores computed from that metric. Their values
+have no bootstrap interval (``ci_low``/``ci_high`` NaN). The summary holds them under
+``metrics.<m>``.
+
+Noise ceilings (:class:`~brainalign.probe.metrics.per_group.TargetCeilings`), rows at
+``layer = -1`` per group: ``noise_ceiling`` (mean over the group's targets of the explainable
+share of variance, 0..1), ``noise_ceiling_r`` (mean of its square root: the R a perfect model
+would reach, to set beside ``r``), from the data's declared ceiling in its declared unit, else
+the split-half (Spearman-Brown) reliability of the repeats (``summary.noise_ceiling_source``);
+``rsa_noise_ceiling`` (split-half RSA ceiling) with ``rsa`` and repeats;
+``rsa_noise_ceiling_lower`` / ``_upper`` (leave-one-subject-out bounds, rsatoolbox) with ``rsa``
+and two or more data sets of one modality on the same stimuli and groups (the same values in
+each subject's rows).
+
+Variance partitioning (``ProbeConfig.variance_partitioning``), rows with a ``space`` column
+(present only then): ``r2_single`` (R2 of one space alone, ``space`` names it), ``r2_joint``
+(both spaces, ``space = a+b``), ``unique_variance`` (``space = a``) and ``shared_variance``
+(``space = a+b``), per group, at the layer partitioned (``layer = -1`` for two layers, named
+``layer_<i>`` in ``space``); ``feature_kind = activation+gradient`` for the two kinds.
 
 Gradient features (Study B) also get ``spatial_score_backward_order`` and
 ``temporal_score_backward_order``: the same scores with layers ordered as the backward pass
@@ -34,54 +60,36 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from brainalign.probe.bootstrap import percentile_interval
-from brainalign.probe.bootstrap_scores import (
-    best_depth_replicates,
-    bootstrap_encoding_score,
-    bootstrap_spatial_score,
-    bootstrap_temporal_score,
-    t_max_replicates,
-)
 from brainalign.probe.brain_data import BrainData
 from brainalign.probe.config import DEFAULT_MEG_WINDOWS, EncodingConfig
-from brainalign.probe.fitting import LayerFit, fit_layer, group_names
-from brainalign.probe.rois import distance_from_v1
-from brainalign.probe.scores import (
-    best_layer_depths,
-    normalised_r,
-    spatial_score,
-    t_max,
-    temporal_score,
+from brainalign.probe.fitting import LayerFit, fit_layer, group_means, group_names
+from brainalign.probe.score_rows import (
+    COLUMNS,
+    INTERVAL_COLUMNS,
+    NO_REPLICATES,
+    REPLICATE_COLUMNS,
+    MetricNames,
+    Replicates,
+    ScoreRows,
+    fmri_rows,
+    group_value_rows,
+    meg_rows,
+    window_label,
 )
+from brainalign.probe.scores import normalised_r
+from brainalign.probe.target_maps import TargetMaps
 
 __all__ = [
     "COLUMNS",
     "DEFAULT_MEG_WINDOWS",
     "INTERVAL_COLUMNS",
     "EncodingConfig",
+    "MetricNames",
     "ProbeScores",
     "score_layers",
     "summarise_fits",
     "window_label",
 ]
-
-COLUMNS = [
-    "subject",
-    "modality",
-    "feature_kind",
-    "layer",
-    "depth",
-    "group",
-    "time",
-    "metric",
-    "value",
-]
-
-#: Added to :data:`COLUMNS` when the probe has a bootstrap: the percentile interval of a row.
-INTERVAL_COLUMNS = ["ci_low", "ci_high"]
-
-#: Columns of the bootstrap replicates of chronology curves (``ProbeScores.replicates``).
-REPLICATE_COLUMNS = ["subject", "modality", "feature_kind", "curve", "replicate", "value"]
 
 
 @dataclass
@@ -94,11 +102,15 @@ class ProbeScores:
         Long format with :data:`COLUMNS`.
     summary : dict
         ``encoding_score``, ``spatial_score`` / ``temporal_score`` (NaN when not computable),
-        ``best_layer`` and per-ROI or per-layer details.
+        ``best_layer`` and per-ROI or per-layer details; the other metrics under
+        ``metrics.<name>``.
     replicates : DataFrame
         With a bootstrap: the value of every chronology curve (``encoding``,
         ``spatial_score``, ``temporal_score``, ``roi/<ROI>``, ``window/<label>``) in every
         resample (:data:`REPLICATE_COLUMNS`); empty otherwise.
+    maps : TargetMaps, optional
+        Per-target R of every layer, where the targets can be drawn on a brain (fsaverage
+        vertices, voxels with an affine, MEG sensors with positions).
     """
 
     table: pd.DataFrame
@@ -106,88 +118,7 @@ class ProbeScores:
     replicates: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=REPLICATE_COLUMNS)
     )
-
-
-def window_label(window: tuple[float, float]) -> str:
-    """``(0.08, 0.13)`` -> ``"80-130ms"``."""
-    return f"{round(window[0] * 1000)}-{round(window[1] * 1000)}ms"
-
-
-def _ceiling_fraction(noise_ceiling: np.ndarray) -> np.ndarray:
-    """Noise ceiling as a fraction of explainable variance (percent values are divided by 100)."""
-    ceiling = np.asarray(noise_ceiling, dtype=np.float64).reshape(-1)
-    if np.nanmax(ceiling) > 1.0:
-        ceiling = ceiling / 100.0
-    return np.where(ceiling > 0, ceiling, np.nan)
-
-
-@dataclass
-class _Rows:
-    """Builds the rows of one (subject, modality, feature kind) table, one named row at a time."""
-
-    subject: str
-    modality: str
-    feature_kind: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-    level: float = 0.95
-    with_intervals: bool = False
-    curves: list[dict[str, Any]] = field(default_factory=list)
-
-    def add(
-        self,
-        metric: str,
-        value: float,
-        *,
-        layer: int = -1,
-        depth: float = math.nan,
-        group: str = "all",
-        time: float = math.nan,
-        replicates: np.ndarray | None = None,
-    ) -> None:
-        """One row; ``replicates`` (n_boot,) of the value give its ``ci_low``/``ci_high``."""
-        low = high = math.nan
-        if replicates is not None:
-            interval = percentile_interval(replicates, self.level)
-            low, high = float(interval.low), float(interval.high)
-        self.rows.append(
-            {
-                "subject": self.subject,
-                "modality": self.modality,
-                "feature_kind": self.feature_kind,
-                "layer": int(layer),
-                "depth": float(depth),
-                "group": group,
-                "time": float(time),
-                "metric": metric,
-                "value": float(value),
-                "ci_low": low,
-                "ci_high": high,
-            }
-        )
-
-    def add_curve(self, curve: str, replicates: np.ndarray | None) -> None:
-        """Keep the resamples of one chronology curve's value (for half-time intervals)."""
-        if replicates is None:
-            return
-        for index, value in enumerate(np.asarray(replicates, dtype=np.float64)):
-            self.curves.append(
-                {
-                    "subject": self.subject,
-                    "modality": self.modality,
-                    "feature_kind": self.feature_kind,
-                    "curve": curve,
-                    "replicate": index,
-                    "value": value,
-                }
-            )
-
-    def replicate_table(self) -> pd.DataFrame:
-        return pd.DataFrame.from_records(self.curves, columns=REPLICATE_COLUMNS)
-
-    def table(self) -> pd.DataFrame:
-        columns = COLUMNS + INTERVAL_COLUMNS if self.with_intervals else COLUMNS
-        return pd.DataFrame.from_records(self.rows, columns=columns)
+    maps: TargetMaps | None = None
 
 
 def score_layers(
@@ -248,6 +179,12 @@ def _check_depths(layers: Sequence[int], depths: Mapping[int, float]) -> None:
         raise ValueError(f"no relative depth given for layers {missing}")
 
 
+def _check_depths(layers: Sequence[int], depths: Mapping[int, float]) -> None:
+    missing = [layer for layer in layers if layer not in depths]
+    if missing:
+        raise ValueError(f"no relative depth given for layers {missing}")
+
+
 def summarise_fits(
     fits: Sequence[LayerFit],
     depths: Mapping[int, float],
@@ -257,6 +194,7 @@ def summarise_fits(
     feature_kind: str = "activation",
     meg_windows: Sequence[tuple[float, float]] = DEFAULT_MEG_WINDOWS,
     level: float = 0.95,
+    ceilings: Any = None,
 ) -> ProbeScores:
     """The score table and summary of one subject from its per-layer fits.
 
@@ -264,8 +202,8 @@ def summarise_fits(
     ----------
     fits : sequence of LayerFit
         One per layer, any order (sorted by layer here). When they carry bootstrap
-        resamples, every row gets ``ci_low``/``ci_high`` and the chronology curves' resamples
-        are kept in ``replicates``.
+        resamples, every encoding row gets ``ci_low``/``ci_high`` and the chronology curves'
+        resamples are kept in ``replicates``. Their other metrics and partitions get rows too.
     depths : mapping of int to float
     brain : BrainData
     config : EncodingConfig
@@ -274,22 +212,27 @@ def summarise_fits(
     meg_windows : sequence of (start, end) in seconds
     level : float
         Coverage of the bootstrap intervals.
+    ceilings : TargetCeilings, optional
+        The data's noise ceilings (computed once per data set by the probe core); default
+        :func:`~brainalign.probe.metrics.per_group.encoding_ceiling` of ``brain``.
     """
     fits = sorted(fits, key=lambda fit: fit.layer)
     layers = [fit.layer for fit in fits]
     if not layers:
         raise ValueError("no layers to score: fits is empty")
     _check_depths(layers, depths)
-    boot = _Replicates.of(fits)
-    rows = _Rows(
+    if ceilings is None:
+        from brainalign.probe.metrics.per_group import TargetCeilings, encoding_ceiling
+
+        ceilings = TargetCeilings(*encoding_ceiling(brain))
+    boot = Replicates.of(fits)
+    rows = ScoreRows(
         brain.subject,
         brain.modality,
         feature_kind,
         level=level,
         with_intervals=boot.overall_r is not None,
     )
-    overall = {fit.layer: fit.overall_r for fit in fits}
-    best_layer = max(layers, key=lambda layer: overall[layer])
     summary: dict[str, Any] = {
         "subject": brain.subject,
         "modality": brain.modality,
@@ -299,14 +242,51 @@ def summarise_fits(
         "n_targets": int(brain.n_targets),
         "layers": layers,
         "depths": [float(depths[layer]) for layer in layers],
-        "encoding_score": overall[best_layer],
-        "best_layer": best_layer,
-        "best_depth": float(depths[best_layer]),
-        "encoding_by_layer": [overall[layer] for layer in layers],
     }
-    ceiling = None
-    if brain.noise_ceiling is not None and config.direction == "encoding":
-        ceiling = _ceiling_fraction(brain.noise_ceiling)
+    encoded = all(fit.group_r is not None for fit in fits)
+    if encoded:
+        ceiling = ceilings.encoding if config.direction == "encoding" else None
+        _encoding_rows(rows, summary, fits, boot, depths, brain, meg_windows, ceiling)
+    for metric in fits[0].metrics:
+        summary.setdefault("metrics", {})[metric] = _metric_rows(
+            rows, fits, MetricNames(metric), depths, brain, meg_windows
+        )
+    _ceiling_rows(rows, summary, ceilings, brain, meg_windows)
+    _partition_rows(rows, summary, fits, depths, brain, meg_windows)
+    table = _add_normalised(rows.table()) if encoded else rows.table()
+    maps = None
+    if encoded and config.direction == "encoding":
+        maps = TargetMaps.of(
+            brain,
+            np.stack([fit.target_r for fit in fits]),
+            np.array([depths[layer] for layer in layers], dtype=np.float64),
+            meg_windows,
+        )
+    return ProbeScores(table=table, summary=summary, replicates=rows.replicate_table(), maps=maps)
+
+
+def _encoding_rows(
+    rows: ScoreRows,
+    summary: dict[str, Any],
+    fits: Sequence[LayerFit],
+    boot: Replicates,
+    depths: Mapping[int, float],
+    brain: BrainData,
+    meg_windows: Sequence[tuple[float, float]],
+    ceiling: np.ndarray | None,
+) -> None:
+    """The ridge's rows: ``r`` per layer and group, its scores, ``r_ceiling_normalised``."""
+    layers = [fit.layer for fit in fits]
+    overall = {fit.layer: fit.overall_r for fit in fits}
+    best_layer = max(layers, key=lambda layer: overall[layer])
+    summary.update(
+        encoding_score=overall[best_layer],
+        best_layer=best_layer,
+        best_depth=float(depths[best_layer]),
+        encoding_by_layer=[overall[layer] for layer in layers],
+    )
+    if ceiling is not None:
+        ceiling = np.where(ceiling > 0, ceiling, np.nan)  # a ratio to a ceiling <= 0: NaN
     for index, fit in enumerate(fits):
         rows.add(
             "r",
@@ -320,50 +300,50 @@ def summarise_fits(
             rows.add("r_ceiling_normalised", value, layer=fit.layer, depth=depths[fit.layer])
     by_group = np.stack([fit.group_r for fit in fits])  # (n_layers, n_groups)
     if brain.modality == "fmri":
-        _fmri_rows(rows, summary, by_group, boot, depths, layers, brain)
+        fmri_rows(rows, summary, by_group, boot, depths, layers, brain)
         if ceiling is not None:
-            _ceiling_rows(rows, fits, depths, brain, ceiling)
+            _ceiling_normalised_rows(rows, fits, depths, brain, ceiling)
     else:
-        _meg_rows(rows, summary, by_group, boot, depths, layers, brain.times, meg_windows)
+        meg_rows(rows, summary, by_group, boot, depths, layers, brain.times, meg_windows)
     encoding_replicates = boot.encoding_score()
     rows.add("encoding_score", summary["encoding_score"], replicates=encoding_replicates)
     rows.add_curve("encoding", encoding_replicates)
-    return ProbeScores(
-        table=_add_normalised(rows.table()), summary=summary, replicates=rows.replicate_table()
-    )
 
 
-@dataclass(frozen=True)
-class _Replicates:
-    """The bootstrap resamples of every layer's fit, stacked (or nothing without a bootstrap)."""
+def _metric_rows(
+    rows: ScoreRows,
+    fits: Sequence[LayerFit],
+    names: MetricNames,
+    depths: Mapping[int, float],
+    brain: BrainData,
+    meg_windows: Sequence[tuple[float, float]],
+) -> dict[str, Any]:
+    """One other metric's rows and scores (no bootstrap); returns its summary entry."""
+    layers = [fit.layer for fit in fits]
+    overall = np.array([fit.metrics[names.metric].overall for fit in fits], dtype=np.float64)
+    finite = np.where(np.isfinite(overall), overall, -np.inf)
+    best = int(np.argmax(finite))
+    summary: dict[str, Any] = {
+        "score": float(overall[best]),
+        "best_layer": layers[best],
+        "best_depth": float(depths[layers[best]]),
+        "by_layer": overall.tolist(),
+    }
+    for fit, value in zip(fits, overall):
+        rows.add(names.layer, value, layer=fit.layer, depth=depths[fit.layer])
+    by_group = np.stack([fit.metrics[names.metric].group for fit in fits])  # (n_layers, n_groups)
+    if brain.modality == "fmri":
+        fmri_rows(rows, summary, by_group, NO_REPLICATES, depths, layers, brain, names)
+    else:
+        meg_rows(
+            rows, summary, by_group, NO_REPLICATES, depths, layers, brain.times, meg_windows, names
+        )
+    rows.add(names.score, summary["score"])
+    return summary
 
-    overall_r: np.ndarray | None  # (n_boot, n_layers)
-    group_r: np.ndarray | None  # (n_boot, n_layers, n_groups)
 
-    @classmethod
-    def of(cls, fits: Sequence[LayerFit]) -> _Replicates:
-        if any(fit.boot_overall_r is None or fit.boot_group_r is None for fit in fits):
-            return cls(None, None)
-        overall = np.stack([fit.boot_overall_r for fit in fits], axis=1)
-        return cls(overall, np.stack([fit.boot_group_r for fit in fits], axis=1))
-
-    def overall(self, layer_index: int) -> np.ndarray | None:
-        return None if self.overall_r is None else self.overall_r[:, layer_index]
-
-    def group(self, layer_index: int, group_index: int | np.ndarray) -> np.ndarray | None:
-        if self.group_r is None:
-            return None
-        values = self.group_r[:, layer_index, group_index]
-        return values if np.ndim(group_index) == 0 else np.nanmean(values, axis=-1)
-
-    def encoding_score(self) -> np.ndarray | None:
-        if self.overall_r is None:
-            return None
-        return bootstrap_encoding_score(self.overall_r)
-
-
-def _ceiling_rows(
-    rows: _Rows,
+def _ceiling_normalised_rows(
+    rows: ScoreRows,
     fits: Sequence[LayerFit],
     depths: Mapping[int, float],
     brain: BrainData,
@@ -384,127 +364,63 @@ def _ceiling_rows(
             )
 
 
-def _fmri_rows(
-    rows: _Rows,
+def _ceiling_rows(
+    rows: ScoreRows,
     summary: dict[str, Any],
-    r_by_roi: np.ndarray,
-    boot: _Replicates,
-    depths: Mapping[int, float],
-    layers: list[int],
+    ceilings: Any,
     brain: BrainData,
-) -> None:
-    """Per-ROI rows, best depth per ROI and the spatial score, from (n_layers, n_rois) R."""
-    roi_names = group_names(brain)
-    for i, layer in enumerate(layers):
-        for j, roi in enumerate(roi_names):
-            replicates = boot.group(i, j)
-            rows.add(
-                "r",
-                r_by_roi[i, j],
-                layer=layer,
-                depth=depths[layer],
-                group=roi,
-                replicates=replicates,
-            )
-    depth_array = np.array([depths[layer] for layer in layers], dtype=np.float64)
-    best = best_layer_depths(r_by_roi, depth_array)  # (n_rois,)
-    boot_best = None if boot.group_r is None else best_depth_replicates(boot.group_r, depth_array)
-    for j, (roi, value) in enumerate(zip(roi_names, best)):
-        rows.add(
-            "best_depth",
-            value,
-            group=roi,
-            replicates=None if boot_best is None else boot_best[:, j],
-        )
-        if boot.group_r is not None:  # the ROI's curve: its best layer's R
-            rows.add_curve(f"roi/{roi}", np.nanmax(boot.group_r[:, :, j], axis=1))
-    summary["roi_best_depth"] = dict(zip(roi_names, map(float, best)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN ROI stays NaN
-        summary["roi_encoding"] = dict(zip(roi_names, map(float, np.nanmax(r_by_roi, axis=0))))
-    summary["spatial_score"] = math.nan
-    gradient = rows.feature_kind == "gradient"
-    rois = brain.rois
-    spatial_replicates = None
-    if rois is None or rois.empty or "V1" not in set(rois["roi"].astype(str)):
-        summary["spatial_score_note"] = "not computed: the ROI table has no V1"
-    elif len(roi_names) < 3:
-        summary["spatial_score_note"] = "not computed: fewer than 3 ROIs"
-    else:
-        distance = distance_from_v1(rois).reindex(roi_names).to_numpy(dtype=np.float64)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            summary["spatial_score"] = float(spatial_score(distance, best))
-            if gradient:  # backward order: relative depth 1 - depth
-                backward = best_layer_depths(r_by_roi, 1.0 - depth_array)
-                summary["spatial_score_backward_order"] = float(spatial_score(distance, backward))
-        if boot.group_r is not None:
-            spatial_replicates = bootstrap_spatial_score(boot.group_r, depth_array, distance)
-        summary["roi_distance_from_v1"] = dict(zip(roi_names, map(float, distance)))
-    rows.add("spatial_score", summary["spatial_score"], replicates=spatial_replicates)
-    rows.add_curve("spatial_score", spatial_replicates)
-    if gradient:
-        value = summary.setdefault("spatial_score_backward_order", math.nan)
-        rows.add("spatial_score_backward_order", value)
-
-
-def _meg_rows(
-    rows: _Rows,
-    summary: dict[str, Any],
-    courses: np.ndarray,
-    boot: _Replicates,
-    depths: Mapping[int, float],
-    layers: list[int],
-    times: np.ndarray,
     meg_windows: Sequence[tuple[float, float]],
 ) -> None:
-    """Time courses, window means, T_max per layer and the temporal score.
-
-    ``courses`` (n_layers, n_times): mean R over channels (encoding) or the decoding score of
-    each time sample (decoding).
-    """
-    times = np.asarray(times, dtype=np.float64)
-    inside = {window: (times >= window[0]) & (times <= window[1]) for window in meg_windows}
-    for i, layer in enumerate(layers):
-        for index, (t, value) in enumerate(zip(times, courses[i])):
-            rows.add(
-                "r", value, layer=layer, depth=depths[layer], group="time", time=t,
-                replicates=boot.group(i, index),
-            )  # fmt: skip
-        for window, mask in inside.items():
-            value = float(np.nanmean(courses[i, mask])) if np.any(mask) else math.nan
-            replicates = boot.group(i, np.flatnonzero(mask)) if np.any(mask) else None
-            label = window_label(window)
-            rows.add(
-                "r", value, layer=layer, depth=depths[layer], group=label, replicates=replicates
-            )
-    if boot.group_r is not None:  # each window's curve: its best layer's mean R in the window
-        for window, mask in inside.items():
-            if np.any(mask):
-                in_window = np.nanmean(boot.group_r[:, :, mask], axis=2)  # (n_boot, n_layers)
-                rows.add_curve(f"window/{window_label(window)}", np.nanmax(in_window, axis=1))
-    depth_array = np.array([depths[layer] for layer in layers], dtype=np.float64)
-    peak_times = t_max(courses, times)  # (n_layers,)
-    boot_peaks = None if boot.group_r is None else t_max_replicates(boot.group_r, times)
-    for i, (layer, value) in enumerate(zip(layers, peak_times)):
-        replicates = None if boot_peaks is None else boot_peaks[:, i]
-        rows.add("t_max", value, group=f"layer_{layer}", replicates=replicates)
-    enough = len(layers) >= 3
+    """``noise_ceiling``, ``noise_ceiling_r`` and the RSA ceilings' rows per group."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        score = float(temporal_score(depth_array, peak_times)) if enough else math.nan
-        if rows.feature_kind == "gradient":  # backward order: relative depth 1 - depth
-            backward = float(temporal_score(1.0 - depth_array, peak_times)) if enough else math.nan
-            summary["temporal_score_backward_order"] = backward
-            rows.add("temporal_score_backward_order", backward)
-    temporal_replicates = None
-    if boot.group_r is not None and enough:
-        temporal_replicates = bootstrap_temporal_score(boot.group_r, depth_array, times)
-    summary["temporal_score"] = score
-    summary["t_max"] = [float(value) for value in peak_times]
-    summary["times"] = times.tolist()
-    rows.add("temporal_score", score, replicates=temporal_replicates)
-    rows.add_curve("temporal_score", temporal_replicates)
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN groups stay NaN
+        if ceilings.encoding is not None:
+            fraction = np.asarray(ceilings.encoding, dtype=np.float64)
+            r_ceiling = np.sqrt(np.where(fraction > 0, fraction, np.nan))
+            for name, values in (("noise_ceiling", fraction), ("noise_ceiling_r", r_ceiling)):
+                overall = float(np.nanmean(values))
+                group_value_rows(
+                    rows, name, overall, group_means(values, brain), brain, meg_windows
+                )
+                summary[name] = overall
+            summary["noise_ceiling_source"] = ceilings.source
+        bounds = {"rsa_noise_ceiling": ceilings.rsa}
+        if ceilings.rsa_subjects is not None:
+            lower, upper = ceilings.rsa_subjects
+            bounds |= {"rsa_noise_ceiling_lower": lower, "rsa_noise_ceiling_upper": upper}
+        for name, values in bounds.items():
+            if values is not None:
+                values = np.asarray(values, dtype=np.float64)
+                group_value_rows(rows, name, values[0], values[1:], brain, meg_windows)
+                summary[name] = float(values[0])
+
+
+def _partition_rows(
+    rows: ScoreRows,
+    summary: dict[str, Any],
+    fits: Sequence[LayerFit],
+    depths: Mapping[int, float],
+    brain: BrainData,
+    meg_windows: Sequence[tuple[float, float]],
+) -> None:
+    """Rows of every variance partitioning the fits carry (``space`` column set)."""
+    for partition in (partition for fit in fits for partition in fit.partitions):
+        depth = depths[partition.layer] if partition.layer >= 0 else math.nan
+        where = {"layer": partition.layer, "depth": depth, "feature_kind": partition.label}
+        entry: dict[str, Any] = {"layer": partition.layer, "spaces": list(partition.spaces)}
+        for index, subset in enumerate(partition.subsets):
+            space = "+".join(subset)
+            joint = len(subset) == len(partition.spaces)
+            region = "unique_variance" if len(subset) == 1 else "shared_variance"
+            for name, values in (
+                ("r2_joint" if joint else "r2_single", partition.r2[index]),
+                (region, partition.regions[index]),
+            ):
+                group_value_rows(
+                    rows, name, values[0], values[1:], brain, meg_windows, space=space, **where
+                )
+                entry.setdefault(name, {})[space] = float(values[0])
+        summary.setdefault("variance_partitioning", []).append(entry)
 
 
 def _add_normalised(table: pd.DataFrame) -> pd.DataFrame:

@@ -1,11 +1,23 @@
-"""Figures of a probe: layer x ROI heatmap, MEG time courses per layer, brain map of best layers.
+"""Figures of a probe: layer x ROI heatmaps, MEG time courses per layer, brain maps.
 
 Every function takes the long score table of :mod:`brainalign.probe.pipeline` (one subject,
 one modality, one feature kind) and returns a matplotlib Figure, so the same figures go to files
-(``brainalign probe``) and to TensorBoard (the training callback).
+(``brainalign probe``) and to TensorBoard (the training callback): :func:`probe_figures` lists
+every figure that applies, by name:
+
+- ``roi_heatmap`` / ``meg_time_courses``: encoding R per layer and ROI / over time;
+- ``metric_heatmaps`` / ``metric_time_courses``: the same, one panel per metric (``r``,
+  ``rsa``, ``cka``...), when metrics other than encoding are probed;
+- ``brain_map``: glass brain of each ROI's best-layer depth (ROI centroids);
+- ``surface_map``, ``volume_map``, ``topomap``: per-target best R and best-layer depth on
+  fsaverage, on volume slices, or as MEG sensor topomaps at chosen latencies
+  (:func:`map_figures`, from the probe's :class:`~brainalign.probe.target_maps.TargetMaps`);
+- ``variance_partitioning``: unique and shared variance over layers.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import matplotlib
 
@@ -14,32 +26,45 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from brainalign.probe.config import METRICS
 
-def roi_heatmap(table: pd.DataFrame, *, title: str = "") -> Figure:
-    """Mean R per layer (rows) and ROI (columns, in the data's order)."""
-    rows = table[(table["metric"] == "r") & (table["layer"] >= 0) & table["time"].isna()]
+#: Per-layer row name of each metric (encoding's is ``r``), in the order panels are drawn.
+LAYER_ROWS: dict[str, str] = {metric: "r" if metric == "encoding" else metric for metric in METRICS}
+_LABELS = {"r": "encoding R", "rsa": "RSA", "cka": "CKA", "cka_cv": "cross-validated CKA"}
+
+
+def _roi_pivot(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    rows = table[(table["metric"] == metric) & (table["layer"] >= 0) & table["time"].isna()]
     rows = rows[~rows["group"].isin(["all"]) & ~rows["group"].str.endswith("ms")]
-    pivot = rows.pivot_table(index="layer", columns="group", values="value", sort=False)
-    figure, axis = plt.subplots(
-        figsize=(1.0 + 0.5 * max(pivot.shape[1], 2), 1.0 + 0.3 * len(pivot))
-    )
+    return rows.pivot_table(index="layer", columns="group", values="value", sort=False)
+
+
+def _draw_heatmap(figure: Figure, axis: Axes, pivot: pd.DataFrame, label: str) -> None:
     image = axis.imshow(pivot.to_numpy(), aspect="auto", cmap="viridis", origin="lower")
     axis.set_xticks(range(pivot.shape[1]), pivot.columns, rotation=60, ha="right")
     axis.set_yticks(range(len(pivot)), pivot.index)
     axis.set_xlabel("ROI")
     axis.set_ylabel("layer")
+    figure.colorbar(image, ax=axis, label=label)
+
+
+def roi_heatmap(table: pd.DataFrame, *, title: str = "", metric: str = "r") -> Figure:
+    """Mean R (or ``metric``) per layer (rows) and ROI (columns, in the data's order)."""
+    pivot = _roi_pivot(table, metric)
+    figure, axis = plt.subplots(
+        figsize=(1.0 + 0.5 * max(pivot.shape[1], 2), 1.0 + 0.3 * len(pivot))
+    )
+    _draw_heatmap(figure, axis, pivot, "R" if metric == "r" else _LABELS.get(metric, metric))
     axis.set_title(title or "encoding R per layer and ROI")
-    figure.colorbar(image, ax=axis, label="R")
     figure.tight_layout()
     return figure
 
 
-def meg_time_courses(table: pd.DataFrame, *, title: str = "") -> Figure:
-    """Mean R over channels against time, one line per layer coloured by depth."""
-    rows = table[(table["metric"] == "r") & (table["group"] == "time") & (table["layer"] >= 0)]
-    figure, axis = plt.subplots(figsize=(6, 3.5))
+def _draw_courses(axis: Axes, table: pd.DataFrame, metric: str, label: str) -> None:
+    rows = table[(table["metric"] == metric) & (table["group"] == "time") & (table["layer"] >= 0)]
     colours = plt.get_cmap("viridis")
     for layer, course in rows.groupby("layer"):
         depth = float(course["depth"].iloc[0])
@@ -47,10 +72,72 @@ def meg_time_courses(table: pd.DataFrame, *, title: str = "") -> Figure:
         axis.plot(course["time"] * 1000, course["value"], color=colours(depth), label=f"{layer}")
     axis.axvline(0, color="grey", lw=0.8)
     axis.set_xlabel("time from onset (ms)")
-    axis.set_ylabel("R (mean over channels)")
-    axis.set_title(title or "MEG encoding time course per layer")
+    axis.set_ylabel(label)
     if rows["layer"].nunique() <= 12:
         axis.legend(title="layer", fontsize=7, ncols=2)
+
+
+def meg_time_courses(table: pd.DataFrame, *, title: str = "", metric: str = "r") -> Figure:
+    """Mean R over channels (or ``metric``) against time, one line per layer coloured by depth."""
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    label = "R (mean over channels)" if metric == "r" else _LABELS.get(metric, metric)
+    _draw_courses(axis, table, metric, label)
+    axis.set_title(title or "MEG encoding time course per layer")
+    figure.tight_layout()
+    return figure
+
+
+def probed_metrics(table: pd.DataFrame) -> list[str]:
+    """The per-layer row names of the metrics in ``table`` (``r``, ``rsa``...), in order."""
+    present = set(table.loc[table["layer"] >= 0, "metric"])
+    return [name for name in LAYER_ROWS.values() if name in present]
+
+
+def metric_panels(table: pd.DataFrame, *, title: str = "") -> Figure:
+    """One panel per metric: layer x ROI heatmaps (fMRI) or time courses per layer (MEG)."""
+    metrics = probed_metrics(table)
+    modality = str(table["modality"].iloc[0]) if len(table) else "fmri"
+    figure, axes = plt.subplots(
+        1, max(len(metrics), 1), figsize=(4.2 * max(len(metrics), 1), 3.6), squeeze=False
+    )
+    for axis, metric in zip(axes[0], metrics):
+        label = _LABELS.get(metric, metric)
+        if modality == "fmri":
+            _draw_heatmap(figure, axis, _roi_pivot(table, metric), label)
+        else:
+            _draw_courses(axis, table, metric, label)
+        axis.set_title(label)
+    figure.suptitle(title or "every metric per layer")
+    figure.tight_layout()
+    return figure
+
+
+def variance_partition_figure(table: pd.DataFrame, *, title: str = "") -> Figure:
+    """Unique and shared variance (all targets) against layer, one panel per pair of spaces."""
+    rows = table[
+        table["metric"].isin(["unique_variance", "shared_variance"]) & (table["group"] == "all")
+    ]
+    pairs = list(dict.fromkeys(rows.loc[rows["metric"] == "shared_variance", "space"]))
+    figure, axes = plt.subplots(1, max(len(pairs), 1), figsize=(5 * max(len(pairs), 1), 3.4))
+    for axis, pair in zip(np.atleast_1d(axes), pairs):
+        spaces = pair.split("+")
+        parts = rows[rows["space"].isin([*spaces, pair])]
+        grid = parts.pivot_table(index="layer", columns="space", values="value", sort=False)
+        above, below = np.zeros(len(grid)), np.zeros(len(grid))  # negative shares go below 0
+        positions = np.arange(len(grid))
+        for space in [*spaces, pair]:
+            if space in grid:
+                values = np.nan_to_num(grid[space].to_numpy())
+                label = f"shared ({pair})" if space == pair else f"unique: {space}"
+                bottom = np.where(values >= 0, above, below)
+                axis.bar(positions, values, bottom=bottom, label=label)
+                above, below = above + np.maximum(values, 0), below + np.minimum(values, 0)
+        axis.axhline(0, color="black", lw=0.8)
+        axis.set_xticks(positions, [str(layer) if layer >= 0 else "pair" for layer in grid.index])
+        axis.set_xlabel("layer")
+        axis.set_ylabel("held-out R2 (mean over targets)")
+        axis.legend(fontsize=7)
+    figure.suptitle(title or "variance partitioning")
     figure.tight_layout()
     return figure
 
@@ -81,8 +168,70 @@ def best_layer_brain_map(table: pd.DataFrame, rois: pd.DataFrame, *, title: str 
     return figure
 
 
+def map_figures(maps: Any, *, title: str = "") -> list[tuple[str, Figure]]:
+    """The brain map of a probe's :class:`~brainalign.probe.target_maps.TargetMaps`.
+
+    Returns
+    -------
+    list of (name, Figure)
+        ``surface_map`` (fsaverage5, lateral and medial views of both hemispheres),
+        ``volume_map`` (three cuts) or ``topomap`` (at the maps' latencies): two rows each,
+        best R over layers and the best layer's relative depth.
+    """
+    from brainalign.probe import maps as brain_maps
+
+    if maps is None:
+        return []
+    score_maps = maps.score_maps()
+    if maps.kind == "surface":
+        figure = brain_maps.surface_map_figure(
+            score_maps, hemis=maps.hemis, vertices=maps.vertices, title=title
+        )
+        return [("surface_map", figure)]
+    if maps.kind == "volume":
+        figure = brain_maps.volume_map_figure(
+            score_maps, voxel_indices=maps.voxel_indices, affine=maps.affine, title=title
+        )
+        return [("volume_map", figure)]
+    figure = brain_maps.meg_topomap_figure(
+        score_maps, info=maps.info, times=maps.times, latencies=maps.latencies, title=title
+    )
+    return [("topomap", figure)]
+
+
+def probe_figures(
+    table: pd.DataFrame, rois: pd.DataFrame | None, *, title: str = "", maps: Any = None
+) -> list[tuple[str, Figure]]:
+    """Every figure that applies to one result's ``table`` (and its ``maps``), by name."""
+    modality = str(table["modality"].iloc[0]) if len(table) else ""
+    metrics = probed_metrics(table)
+    figures: list[tuple[str, Figure]] = []
+    if modality == "fmri":
+        if "r" in metrics:
+            figures.append(("roi_heatmap", roi_heatmap(table, title=title)))
+        if metrics != ["r"] and metrics:
+            figures.append(("metric_heatmaps", metric_panels(table, title=title)))
+        best = table[table["metric"] == "best_depth"]
+        located = rois is not None and not rois.empty and {"x", "y", "z"} <= set(rois.columns)
+        if located and not best.empty:
+            figures.append(("brain_map", best_layer_brain_map(table, rois, title=title)))
+    elif modality == "meg":
+        if "r" in metrics:
+            figures.append(("meg_time_courses", meg_time_courses(table, title=title)))
+        if metrics != ["r"] and metrics:
+            figures.append(("metric_time_courses", metric_panels(table, title=title)))
+    if "shared_variance" in set(table["metric"]):
+        figures.append(("variance_partitioning", variance_partition_figure(table, title=title)))
+    return figures + map_figures(maps, title=title)
+
+
 def save_figures(
-    table: pd.DataFrame, rois: pd.DataFrame | None, folder, *, prefix: str
+    table: pd.DataFrame,
+    rois: pd.DataFrame | None,
+    folder,
+    *,
+    prefix: str,
+    maps: Any = None,
 ) -> list[str]:
     """Write every figure that applies to ``table`` as PNG files; return their names."""
     from pathlib import Path
@@ -90,15 +239,7 @@ def save_figures(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    modality = str(table["modality"].iloc[0]) if len(table) else ""
-    figures: list[tuple[str, Figure]] = []
-    if modality == "fmri":
-        figures.append(("roi_heatmap", roi_heatmap(table, title=prefix)))
-        if rois is not None and not rois.empty and {"x", "y", "z"} <= set(rois.columns):
-            figures.append(("brain_map", best_layer_brain_map(table, rois, title=prefix)))
-    elif modality == "meg":
-        figures.append(("meg_time_courses", meg_time_courses(table, title=prefix)))
-    for name, figure in figures:
+    for name, figure in probe_figures(table, rois, title=prefix, maps=maps):
         filename = f"{prefix}_{name}.png"
         figure.savefig(folder / filename, dpi=100)
         plt.close(figure)
@@ -109,11 +250,18 @@ def save_figures(
 def chronology_curves(curve_table: pd.DataFrame, *, title: str = "") -> Figure:
     """Score curves against training fraction (log axis), one panel per kind of curve.
 
-    Panels: the three scores, the ROI curves and the MEG-window curves; runs are
-    distinguished by line style when there are several.
+    Panels: the scores (encoding, spatial and temporal, and those of other metrics: ``rsa``,
+    ``rsa/spatial_score``...), the ROI curves and the MEG-window curves (of encoding); runs
+    are distinguished by line style when there are several.
     """
+    from brainalign.probe.chronology import SCORE_CURVES, metric_score_curves
+
     panels = [
-        ("scores", curve_table["curve"].isin(["encoding", "spatial_score", "temporal_score"])),
+        (
+            "scores",
+            curve_table["curve"].isin(SCORE_CURVES)
+            | curve_table["curve"].isin(metric_score_curves(curve_table["curve"])),
+        ),
         ("ROIs", curve_table["curve"].str.startswith("roi/")),
         ("MEG windows", curve_table["curve"].str.startswith("window/")),
     ]
@@ -169,10 +317,16 @@ def half_time_vs_distance(times: pd.DataFrame, rois: pd.DataFrame, *, title: str
 
 
 __all__ = [
+    "LAYER_ROWS",
     "best_layer_brain_map",
     "chronology_curves",
     "half_time_vs_distance",
+    "map_figures",
     "meg_time_courses",
+    "metric_panels",
+    "probe_figures",
+    "probed_metrics",
     "roi_heatmap",
     "save_figures",
+    "variance_partition_figure",
 ]

@@ -37,6 +37,7 @@ import pandas as pd
 from brainalign.probe.brain_data import BrainData
 from brainalign.probe.config import FeatureConfig, ModelSource, ProbeConfig
 from brainalign.probe.stimuli import StimulusSet
+from brainalign.probe.target_fits import fit_targets
 
 __all__ = [
     "FeatureSet",
@@ -49,6 +50,7 @@ __all__ = [
     "fit_targets",
     "load_model",
     "load_targets",
+    "noise_ceilings",
     "probe_loaded_model",
     "probe_model",
     "read_stimuli",
@@ -63,11 +65,59 @@ FeatureSet = dict[str, dict[int, np.ndarray]]
 # ---------------------------------------------------------------------------- targets
 @dataclass
 class ProbeTarget:
-    """One brain data set, aligned with its images (``stimuli.ids == brain.stimulus_ids``)."""
+    """One brain data set, aligned with its images (``stimuli.ids == brain.stimulus_ids``).
+
+    ``ceilings`` holds its noise ceilings once computed (they do not change between the
+    probes of a training run), keyed by the options they depend on.
+    """
 
     spec: str
     brain: BrainData
     stimuli: StimulusSet
+    ceilings: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def noise_ceilings(self, config: ProbeConfig) -> Any:
+        """The data set's own :class:`~brainalign.probe.metrics.per_group.TargetCeilings`."""
+        from brainalign.probe.metrics.per_group import target_ceilings
+
+        rsa = config.rsa if "rsa" in config.metrics else None
+        if rsa not in self.ceilings:
+            self.ceilings[rsa] = target_ceilings(self.brain, rsa=rsa)
+        return self.ceilings[rsa]
+
+
+def noise_ceilings(targets: Sequence[ProbeTarget], config: ProbeConfig) -> list[Any]:
+    """Every data set's noise ceilings, with the RSA bounds across subjects when ``rsa`` is asked.
+
+    Data sets of one modality with the same stimulus ids and the same groups (ROI names, or
+    MEG times) are one group of subjects; two or more get
+    :func:`~brainalign.probe.metrics.per_group.rsa_subject_ceilings` (computed once, kept on
+    the targets like their own ceilings).
+    """
+    from dataclasses import replace
+
+    from brainalign.probe.fitting import group_names
+    from brainalign.probe.metrics.per_group import rsa_subject_ceilings
+
+    ceilings = [target.noise_ceilings(config) for target in targets]
+    if "rsa" not in config.metrics:
+        return ceilings
+    peers: dict[tuple, list[int]] = {}
+    for index, target in enumerate(targets):
+        brain = target.brain
+        key = (brain.modality, frozenset(brain.stimulus_ids), tuple(group_names(brain)))
+        peers.setdefault(key, []).append(index)
+    cache_key = ("subjects", config.rsa)
+    for members in (members for members in peers.values() if len(members) >= 2):
+        if cache_key not in targets[members[0]].ceilings:
+            bounds = rsa_subject_ceilings([targets[i].brain for i in members], config.rsa)
+            for index in members:
+                targets[index].ceilings[cache_key] = bounds
+        for index in members:
+            ceilings[index] = replace(
+                ceilings[index], rsa_subjects=targets[index].ceilings[cache_key]
+            )
+    return ceilings
 
 
 def read_stimuli(spec: str | Path) -> StimulusSet:
@@ -89,8 +139,9 @@ def load_targets(config: ProbeConfig, *, where: str = "--stimuli") -> list[Probe
     Raises
     ------
     ValueError, FileNotFoundError, KeyError
-        A missing or malformed data set, missing images, or fewer stimuli than the folds
-        need; the message names the spec.
+        A missing or malformed data set, missing images, fewer stimuli than the folds
+        need, or a metric that needs single repeats (``cka_cv``, crossnobis RSA) asked of
+        data without them; the message names the spec.
     """
     from brainalign.probe.formats import load_brain
 
@@ -120,8 +171,22 @@ def load_targets(config: ProbeConfig, *, where: str = "--stimuli") -> list[Probe
                 f"{spec}: {brain.n_stimuli} stimuli are too few for {n_folds} folds "
                 f"(need at least {2 * n_folds})"
             )
+        _check_repeats(spec, brain, config)
         targets.append(ProbeTarget(spec=spec, brain=brain, stimuli=stimuli))
     return targets
+
+
+def _check_repeats(spec: str, brain: BrainData, config: ProbeConfig) -> None:
+    """Metrics that read single repeats need data that keep them (before any model runs)."""
+    n_repeats = 0 if brain.repeats is None else brain.repeats.shape[0]
+    for option, why in config.repeats_needed.items():
+        if n_repeats < 2:
+            raise ValueError(
+                f"{spec}: {option} needs single repeats ({why}), but this data set has "
+                f"{'none' if n_repeats == 0 else 'only 1'}: give data with repeats (repeats.npy, "
+                "an epochs file with every stimulus shown the same number of times, a data set "
+                "split with repeats) or choose another metric"
+            )
 
 
 # ---------------------------------------------------------------------------- stimulus groups
@@ -287,69 +352,6 @@ def extract_group(
     return features
 
 
-# ---------------------------------------------------------------------------- fits
-def fit_targets(
-    targets: Sequence[ProbeTarget],
-    groups: Sequence[StimulusGroup],
-    features: Sequence[FeatureSet],
-    config: ProbeConfig,
-    *,
-    share: tuple[int, int] = (0, 1),
-    progress: bool = False,
-) -> dict[tuple[int, str], list[Any]]:
-    """Per-layer fits of every (target, feature kind), or of a share of the layers.
-
-    Parameters
-    ----------
-    targets, groups : as returned by :func:`load_targets` and :func:`stimulus_groups`
-    features : sequence of FeatureSet
-        One per group, rows in the group's stimulus order.
-    config : ProbeConfig
-    share : (index, count)
-        Fit only the layers at positions ``index::count`` of the sorted layers (a DDP rank's
-        share); the union of all shares is every layer.
-    progress : bool
-
-    Returns
-    -------
-    dict of (target index, kind) to list of LayerFit
-    """
-    from tqdm.auto import tqdm
-
-    from brainalign.probe.features import reduce_features
-    from brainalign.probe.fitting import BootstrapPlan, fit_layer
-
-    index, count = share
-    fits: dict[tuple[int, str], list[Any]] = {}
-    resamples = config.bootstrap.n_resamples
-    for group, group_features in zip(groups, features):
-        for target_index, rows in group.rows.items():
-            target = targets[target_index]
-            plan = None
-            if resamples:  # one draw per data set: every layer and kind shares the resamples
-                plan = BootstrapPlan.draw(
-                    target.brain.n_stimuli, config.encoding, resamples, config.bootstrap.seed
-                )
-            for kind, by_layer in group_features.items():
-                layers = sorted(by_layer)[index::count]
-                selected = {layer: by_layer[layer][rows] for layer in layers}
-                if config.features.pca and selected:
-                    selected = reduce_features(selected, config.features.pca)
-                _check_finite_features(selected, kind, target.spec)
-                name = f"ridge {target.brain.subject}/{target.brain.modality}/{kind}"
-                fits[(target_index, kind)] = [
-                    fit_layer(layer, selected[layer], target.brain, config.encoding, bootstrap=plan)
-                    for layer in tqdm(layers, desc=name, disable=not progress)
-                ]
-    return fits
-
-
-def _check_finite_features(features: Mapping[int, np.ndarray], kind: str, spec: str) -> None:
-    bad = [layer for layer, array in features.items() if not np.isfinite(array).all()]
-    if bad:
-        raise FloatingPointError(f"non-finite features in layers {bad} ({kind}, for {spec})")
-
-
 # ---------------------------------------------------------------------------- summary
 @dataclass
 class ProbeRun:
@@ -400,33 +402,52 @@ class ProbeRun:
         if not self.replicates.empty:
             self.replicates.to_parquet(folder / "replicates.parquet", index=False)
         (folder / "summary.json").write_text(json.dumps(json_ready(self.summary), indent=2))
-        for (subject, modality, kind), rows in self.table.groupby(
-            ["subject", "modality", "feature_kind"], sort=False
-        ):
+        if self.scores:  # each result's own table, with its brain maps
+            parts = [(score.table, score.summary, score.maps) for score in self.scores]
+        else:
+            groups = self.table.groupby(["subject", "modality", "feature_kind"], sort=False)
+            parts = [(rows, dict(zip(("subject", "modality", "feature_kind"), key)), None)
+                     for key, rows in groups]  # fmt: skip
+        for rows, entry, maps in parts:
             save_figures(
                 rows,
-                self.rois.get(subject),
+                self.rois.get(entry["subject"]),
                 folder / "figures",
-                prefix=f"{subject}_{modality}_{kind}",
+                prefix=f"{entry['subject']}_{entry['modality']}_{entry['feature_kind']}",
+                maps=maps,
             )
 
     def summary_lines(self) -> list[str]:
-        """One line per (data set, feature kind): encoding, best depth, spatial/temporal."""
+        """One line per (data set, feature kind): each metric's best score, best depth,
+        spatial/temporal score; the noise ceiling."""
         lines = []
         for entry in self.summary["results"]:
-            line = (
-                f"{entry['subject']}/{entry['modality']}/{entry['feature_kind']}: "
-                f"encoding {entry['encoding_score']:.3f} (best depth {entry['best_depth']:.2f})"
-            )
-            if "spatial_score" in entry:
-                line += f", spatial {entry['spatial_score']:.2f}"
-            if "temporal_score" in entry:
-                line += f", temporal {entry['temporal_score']:.2f}"
-            for key in ("spatial_score_backward_order", "temporal_score_backward_order"):
-                if key in entry:
-                    line += f", {key.split('_')[0]} (backward order) {entry[key]:.2f}"
-            lines.append(line)
+            parts = []
+            if "encoding_score" in entry:
+                scores = {"score": entry["encoding_score"], **entry}
+                parts.append(_metric_line("encoding", scores))
+            parts += [_metric_line(name, item) for name, item in entry.get("metrics", {}).items()]
+            if "noise_ceiling_r" in entry:
+                parts.append(
+                    f"noise ceiling R {entry['noise_ceiling_r']:.3f} "
+                    f"({entry['noise_ceiling_source'].replace('_', '-')})"
+                )
+            name = f"{entry['subject']}/{entry['modality']}/{entry['feature_kind']}"
+            lines.append(f"{name}: " + "; ".join(parts))
         return lines
+
+
+def _metric_line(name: str, entry: Mapping[str, Any]) -> str:
+    """``encoding 0.412 (best depth 0.75), spatial 0.83``, from one metric's summary."""
+    line = f"{name} {entry['score']:.3f} (best depth {entry['best_depth']:.2f})"
+    if "spatial_score" in entry:
+        line += f", spatial {entry['spatial_score']:.2f}"
+    if "temporal_score" in entry:
+        line += f", temporal {entry['temporal_score']:.2f}"
+    for key in ("spatial_score_backward_order", "temporal_score_backward_order"):
+        if key in entry:
+            line += f", {key.split('_')[0]} (backward order) {entry[key]:.2f}"
+    return line
 
 
 def summarise(
@@ -444,6 +465,7 @@ def summarise(
     from brainalign.probe.pipeline import summarise_fits
 
     scores, rois = [], {}
+    ceilings = noise_ceilings(targets, config)
     for target_index, target in enumerate(targets):
         for kind in config.features.kinds:
             scores.append(
@@ -455,6 +477,7 @@ def summarise(
                     feature_kind=kind,
                     meg_windows=config.meg_windows,
                     level=config.bootstrap.level,
+                    ceilings=ceilings[target_index],
                 )
             )
         brain = target.brain
@@ -489,9 +512,11 @@ def probe_loaded_model(
 ) -> ProbeRun:
     """Steps 2-5 for a loaded :class:`~brainalign.probe.models.ProbeModel`."""
     from brainalign.probe.features import select_layers
+    from brainalign.probe.metrics.per_group import check_partition_layers
 
     layers = select_layers(model.depth, config.features.layers)
     depths = {layer: model.relative_depths[layer] for layer in layers}
+    check_partition_layers(config, depths)  # before any feature is extracted
     groups = stimulus_groups(targets)
     features, objective = [], None
     for group in groups:
@@ -502,7 +527,7 @@ def probe_loaded_model(
                 model, group.stimuli, config, layers, objective=objective, progress=progress
             )
         )
-    fits = fit_targets(targets, groups, features, config, progress=progress)
+    fits = fit_targets(targets, groups, features, config, progress=progress, depths=depths)
     return summarise(
         targets,
         fits,

@@ -204,15 +204,21 @@ def normalised_r(r: np.ndarray, axis: int | None = None) -> np.ndarray:
         return np.where(bad, np.nan, r / maximum)
 
 
-def noise_ceiling_from_ncsnr(ncsnr: np.ndarray, n_repeats: int) -> np.ndarray:
-    """NSD noise ceiling in percent of variance: ``100 * ncsnr**2 / (ncsnr**2 + 1 / k)``.
+def noise_ceiling_from_ncsnr(ncsnr: np.ndarray, n_repeats: int | np.ndarray) -> np.ndarray:
+    """NSD noise ceiling in percent of variance: ``100 * ncsnr**2 / (ncsnr**2 + mean_i(1 / k_i))``.
+
+    With the same number of repeats ``k`` for every stimulus this is NSD's
+    ``100 * ncsnr**2 / (ncsnr**2 + 1 / k)``; with ``k_i`` repeats averaged for stimulus ``i``
+    the noise variance of the means is the average of ``1 / k_i`` (the NSD data paper, Allen
+    et al. 2022, Methods "Noise ceiling"). The one formula of brainalign; loaders call it.
 
     Parameters
     ----------
     ncsnr : ndarray of shape (n_targets,)
         Noise-ceiling signal-to-noise ratio per voxel or vertex (NSD ``ncsnr`` files).
-    n_repeats : int
-        Number of repeats ``k`` averaged per stimulus in the responses being predicted.
+    n_repeats : int, or ndarray of int of shape (n_stimuli,)
+        Number of repeats ``k`` averaged per stimulus in the responses being predicted, one
+        for all stimuli or one per stimulus.
 
     Returns
     -------
@@ -220,12 +226,17 @@ def noise_ceiling_from_ncsnr(ncsnr: np.ndarray, n_repeats: int) -> np.ndarray:
         Percent (0..100) of the variance of the k-repeat mean that is explainable. To compare
         with a Pearson R, use ``sqrt(noise_ceiling / 100)``. Reported as an extra column only.
     """
-    if isinstance(n_repeats, bool) or not isinstance(n_repeats, (int, np.integer)):
-        raise TypeError(f"n_repeats must be an integer, got {n_repeats!r}")
-    if n_repeats < 1:
-        raise ValueError(f"n_repeats must be at least 1, got {n_repeats}")
+    counts = np.atleast_1d(np.asarray(n_repeats))
+    if (
+        isinstance(n_repeats, bool)
+        or counts.ndim != 1
+        or not np.issubdtype(counts.dtype, np.integer)
+    ):
+        raise TypeError(f"n_repeats must be an integer or integers per stimulus, got {n_repeats!r}")
+    if counts.size == 0 or counts.min() < 1:
+        raise ValueError(f"n_repeats must be at least 1 for every stimulus, got {n_repeats}")
     signal = np.asarray(ncsnr, dtype=np.float64) ** 2
-    return 100.0 * signal / (signal + 1.0 / n_repeats)
+    return 100.0 * signal / (signal + np.mean(1.0 / counts))
 
 
 def noise_ceiling_split_half(repeats: np.ndarray) -> np.ndarray:

@@ -82,6 +82,9 @@ SIMULATED_ROIS: tuple[tuple[str, int, tuple[float, float, float]], ...] = (
     ("IFSp", 3, (-44.0, 18.0, 24.0)),
 )
 
+# Sensor positions of the simulated MEG (for topomaps only: the signal ignores them): the
+# smallest BioSemi cap with enough positions.
+_MONTAGE_SIZES = (16, 32, 64, 128, 256)
 _LAYOUT_GRID = 4
 _MID_LEVEL_UNITS = 24
 _MID_LEVEL_SEED = 20240611  # fixed: the mid-level features are a fixed function of the latents
@@ -343,7 +346,9 @@ def simulate_subject(
     cross_level_weight : float in [0, 1)
         Share of a voxel's signal variance coming from the neighbouring levels.
     n_meg_sensors, meg_sfreq, meg_tmin, meg_tmax
-        Sensor count ("mag" channels), sampling rate (Hz) and epoch window (s).
+        Sensor count ("mag" channels, placed at the positions of the smallest BioSemi montage
+        of MNE with enough of them, ``biosemi32`` for 32, so topomaps can be drawn; the signal
+        does not depend on position), sampling rate (Hz) and epoch window (s).
     meg_latencies, meg_widths : sequence of 4 floats, seconds
         Peak and standard deviation of each level's temporal kernel.
     subject : str
@@ -407,6 +412,7 @@ def simulate_subject(
                 "image_type": latents["image_type"].to_numpy()[presentation],
             }
         ),
+        montage=_sensor_montage(n_meg_sensors),
     )
 
     _link_images(root / "images", meg_path.parent / "images", ids)
@@ -456,6 +462,11 @@ def simulate_subject(
         meg_path=meg_path,
         truth_path=truth_path,
     )
+
+
+def _sensor_montage(n_sensors: int) -> str | None:
+    """``biosemiN`` with the fewest positions >= ``n_sensors`` (None beyond 256)."""
+    return next((f"biosemi{size}" for size in _MONTAGE_SIZES if size >= n_sensors), None)
 
 
 def _link_images(source: Path, destination: Path, ids: Sequence[str]) -> None:

@@ -23,7 +23,6 @@ __all__ = [
     "find_images",
     "fsaverage_coordinates",
     "group_trials",
-    "ncsnr_noise_ceiling",
     "read_ctab",
     "require_dir",
     "require_file",
@@ -146,28 +145,6 @@ def zscore_columns(values: np.ndarray) -> np.ndarray:
     mean = values.mean(axis=0, keepdims=True)
     std = values.std(axis=0, keepdims=True)
     return ((values - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
-
-
-def ncsnr_noise_ceiling(ncsnr: np.ndarray, repeats_per_stimulus: np.ndarray) -> np.ndarray:
-    """NSD noise ceiling in percent for responses averaged over k_i repeats per stimulus.
-
-    ``100 * ncsnr**2 / (ncsnr**2 + mean_i(1 / k_i))``; with the same k for every stimulus this
-    is the NSD formula ``100 * ncsnr**2 / (ncsnr**2 + 1 / k)``.
-
-    Parameters
-    ----------
-    ncsnr : ndarray of shape (n_targets,)
-    repeats_per_stimulus : ndarray of shape (n_stimuli,), int >= 1
-
-    Returns
-    -------
-    noise_ceiling : ndarray of shape (n_targets,), float32, percent
-    """
-    counts = np.asarray(repeats_per_stimulus, dtype=np.float64)
-    if counts.size == 0 or counts.min() < 1:
-        raise ValueError("every stimulus needs at least one repeat for a noise ceiling")
-    signal = np.asarray(ncsnr, dtype=np.float64) ** 2
-    return (100.0 * signal / (signal + np.mean(1.0 / counts))).astype(np.float32)
 
 
 # ---------------------------------------------------------------------- ROI tables

@@ -61,7 +61,6 @@ import pandas as pd
 from brainalign.probe.brain_data import BrainData
 from brainalign.probe.datasets._common import (
     fsaverage_coordinates,
-    ncsnr_noise_ceiling,
     read_ctab,
     require_dir,
     require_file,
@@ -76,6 +75,7 @@ from brainalign.probe.datasets._memory import (
     check_memory,
     format_bytes,
 )
+from brainalign.probe.scores import noise_ceiling_from_ncsnr
 from brainalign.probe.stimuli import StimulusSet
 
 __all__ = [
@@ -371,6 +371,7 @@ class _Targets:
     table: pd.DataFrame  # roi, hemi, family, x, y, z, vertex | voxel_i/j/k
     hemi_indices: dict[str, np.ndarray]  # hemi -> vertex indices (surface) or flat voxels
     n_per_hemi: dict[str, int]  # surface: vertices in the hemisphere's files
+    affine: np.ndarray | None = None  # volume: voxel (i, j, k) -> mm of the ROI files' grid
 
 
 def _label_names(paths: NSDPaths, family: str, values: np.ndarray) -> dict[int, str]:
@@ -523,7 +524,7 @@ def _volume_targets(paths: NSDPaths, options: NSDOptions, grid_shape: tuple[int,
             )
         )
     _check_labels_exist(options, available, paths.roi_dir)
-    return _Targets(pd.concat(rows, ignore_index=True), hemi_indices, {})
+    return _Targets(pd.concat(rows, ignore_index=True), hemi_indices, {}, affine=affine)
 
 
 # ---------------------------------------------------------------------- betas
@@ -927,7 +928,7 @@ def load_nsd(root: str | Path, options: NSDOptions) -> tuple[BrainData, Stimulus
     )
 
     ncsnr = _read_ncsnr(paths, options, targets)
-    noise_ceiling = None if ncsnr is None else ncsnr_noise_ceiling(ncsnr, counts)
+    noise_ceiling = None if ncsnr is None else noise_ceiling_from_ncsnr(ncsnr, counts)
     table = targets.table
     if options.split_hemis:
         table = table.assign(roi=table["hemi"] + "." + table["roi"])
@@ -951,6 +952,8 @@ def load_nsd(root: str | Path, options: NSDOptions) -> tuple[BrainData, Stimulus
         rois=roi_centroids(table, midline_x=midline),
         repeats=repeats,
         noise_ceiling=noise_ceiling,
+        noise_ceiling_unit="percent",
+        affine=targets.affine,
     )
     stimuli = StimulusSet.from_hdf5(stimulus_ids, paths.stimuli, STIMULUS_KEY, rows=images)
     return brain, stimuli

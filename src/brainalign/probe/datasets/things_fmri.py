@@ -23,6 +23,9 @@ subject's functional grid in mm, not MNI, so distances are right but positions a
 ids are image file name stems (``dog_12s``). Trials of one image are averaged; with
 ``split=test`` every image has 12 repeats, kept as ``repeats``, and the noise ceiling is
 ``nc_testset``; ``split=train`` uses ``nc_singletrial``; ``split=all`` has no noise ceiling.
+Noise ceilings are percent of explainable variance (as THINGS-data publishes them). The voxel
+indices are also given as ``voxel_i/j/k`` with the affine ``diag(voxel_size_mm)``, for volume
+maps.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from brainalign.probe.brain_data import BrainData
+from brainalign.probe.brain_data import VOXEL_COLUMNS, BrainData
 from brainalign.probe.datasets._common import (
     TrialGroups,
     average_trials,
@@ -391,9 +394,10 @@ def load_things_fmri(
 
     picked = voxels.iloc[voxel_rows].reset_index(drop=True)
     targets = pd.DataFrame({"roi": roi_names[voxel_rows]})
-    for axis, column in zip("xyz", coordinate_columns):
+    for axis, column, index in zip("xyz", coordinate_columns, VOXEL_COLUMNS):
         targets[axis] = picked[column].to_numpy(dtype=np.float64) * options.voxel_size_mm
         targets[column] = picked[column].to_numpy()
+        targets[index] = picked[column].to_numpy(dtype=np.int64)  # for volume maps
     if "voxel_id" in picked.columns:
         targets["voxel_id"] = picked["voxel_id"].to_numpy()
     ceiling_column = _NOISE_CEILING_COLUMN.get(options.split)
@@ -411,6 +415,8 @@ def load_things_fmri(
         rois=roi_centroids(targets, midline_x=None),
         repeats=repeats,
         noise_ceiling=noise_ceiling,
+        noise_ceiling_unit="percent",  # THINGS-data's nc_* columns: percent of variance
+        affine=np.diag([options.voxel_size_mm] * 3 + [1.0]),  # the grid of x, y, z above
     )
     image_folder = options.images
     if image_folder is None and (root / "images").is_dir():

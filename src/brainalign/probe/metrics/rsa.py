@@ -56,6 +56,7 @@ from brainalign.probe.metrics._sets import (
 __all__ = [
     "COMPARISONS",
     "RDM_METRICS",
+    "average_ranks",
     "compare_rdms",
     "n_pairs",
     "rdms",
@@ -179,7 +180,7 @@ def _standardised_rows(array: np.ndarray) -> np.ndarray:
         return np.where(norms > 0, centred / norms, np.nan)
 
 
-def _average_ranks(rows: np.ndarray) -> np.ndarray:
+def average_ranks(rows: np.ndarray) -> np.ndarray:
     """Ranks 1..n of each row, ties given their average rank (``scipy.stats.rankdata``).
 
     Rows without ties (the usual case for measured RDMs) are ranked by one quicksort and a
@@ -230,7 +231,7 @@ def compare_rdms(a: np.ndarray, b: np.ndarray, method: Comparison = "spearman") 
 
         return compare(a, b, method="tau-a")
     if method == "spearman":
-        a, b = _average_ranks(a), _average_ranks(b)
+        a, b = average_ranks(a), average_ranks(b)
     return _standardised_rows(a) @ _standardised_rows(b).T
 
 
