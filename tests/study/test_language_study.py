@@ -152,6 +152,10 @@ def test_a_language_cell_writes_its_probe_and_runs_the_study_job(tmp_path, monke
             "probe_language must be {model: FOLDER}",
         ),
         (
+            {"factors": {"size": {"a": {"probe_language": {"model": "MODEL"}, "trainer": {}}}}},
+            "a probe_language level probes a model, it has no fit keys ['trainer']",
+        ),
+        (
             {
                 "language": {"brain": ["a-epo.fif"]},
                 "factors": {
@@ -366,3 +370,166 @@ def test_a_numeric_factor_is_drawn_on_a_log_axis_with_its_trend(tmp_path):
     mean_line = axis.get_lines()[0]
     np.testing.assert_allclose(mean_line.get_xdata(), [1e5, 1e7])
     np.testing.assert_allclose(mean_line.get_ydata(), [0.15, 0.85])
+
+
+# ---------------------------------------------------------------- the planted study
+N_SUBJECTS = 8
+N_LEVELS = 6
+WIDTHS = (32, 64, 128)
+#: The plant: the noise mixed into each level's readout, per model width (see the module
+#: docstring of tests/support/planted_language.py). Rising: the widest model is the cleanest.
+RISING_NOISE = {32: 40.0, 64: 5.0, 128: 0.5}
+TIMES = np.arange(-3, 24) / 30.0  # -0.1 .. 0.77 s at 30 Hz
+LATENCIES = [0.1 + 0.1 * level for level in range(N_LEVELS)]
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """Eight subjects' word epochs carrying a six-level latent hierarchy in depth order, and
+    GPT-2 folders of widths 32, 64, 128 carrying it with the rising plan's noise and with the
+    reversed plan's (the same noise levels given to the widths in the opposite order)."""
+    pytest.importorskip("transformers")
+    from planted_language import hierarchy, save_hierarchy_model, write_hierarchy_subjects
+
+    folder = tmp_path_factory.mktemp("planted")
+    words, latent = hierarchy(320, N_LEVELS)
+    brains = write_hierarchy_subjects(
+        folder,
+        words,
+        latent,
+        n_subjects=N_SUBJECTS,
+        n_tokens=320,
+        latencies=LATENCIES,
+        times=TIMES,
+    )
+    reversed_noise = dict(zip(WIDTHS, reversed(RISING_NOISE.values())))
+    models = {}
+    for plan, noise_of in (("rising", RISING_NOISE), ("reversed", reversed_noise)):
+        for width in WIDTHS:
+            models[plan, width] = save_hierarchy_model(
+                folder / f"{plan}-w{width}", words, latent, width=width, noise=noise_of[width]
+            )
+    return folder, brains, models
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """The study's worker processes use one BLAS thread (small ridges and PCAs run several
+    times slower on a shared machine when their threads compete)."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.setenv(name, "1")
+
+
+def run_planted_study(folder: Path, brains, models, plan: str) -> Path:
+    from brainalign.study.orchestrate import run_study
+    from brainalign.study.report import write_report
+
+    study = {
+        "name": f"planted-{plan}",
+        "factors": {
+            "size": {
+                f"w{width}": {"probe_language": {"model": str(models[plan, width])}}
+                for width in WIDTHS
+            }
+        },
+        "language": {
+            "brain": [str(path) for path in brains],
+            "context_words": 2,
+            "layers": "all",
+            "pca": 2,
+            "content_only": False,
+            "backend": "numpy",
+            "cache_dir": None,
+        },
+        "launcher": {"kind": "local", "max_workers": 1},
+        "report": {"n_permutations": 500},
+        "directory": str(folder / f"study-{plan}"),
+    }
+    path = folder / f"{plan}.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    table = run_study(load_study(path), progress=False)
+    assert list(table["kind"]) == ["language"] * 3
+    assert list(table["status"]) == ["COMPLETED"] * 3, table["error"].tolist()
+    expected = [count_safetensors_parameters(models[plan, width]) for width in WIDTHS]
+    assert list(table["n_parameters"]) == expected and expected == sorted(expected)
+    return write_report(folder / f"study-{plan}")
+
+
+def _temporal_trend(report: Path) -> pd.Series:
+    trend = pd.read_csv(report / "trends.csv")
+    rows = trend[(trend["curve"] == "temporal_score") & (trend["factor"] == "size")]
+    assert len(rows) == 1 and rows.iloc[0]["against"] == "parameters"
+    return rows.iloc[0]
+
+
+@pytest.mark.slow
+def test_a_planted_study_shows_the_temporal_score_rising_with_model_size(planted, one_thread):
+    """The planted study of issue 14: three GPT-2 widths probed against one MEG data set.
+
+    The MEG of every subject carries six latent word features, feature ``k`` at ``0.1 (k+1)``
+    s; every model's block ``k`` carries feature ``k`` plus word-specific detail that no MEG
+    carries, whose scale the plant sets per width (``RISING_NOISE``: 40, 5, 0.5 for widths
+    32, 64, 128; tests/support/planted_language.py builds the weights). The wider the model,
+    the better each layer is decoded from the MEG at its own latency, so the temporal score
+    (Pearson r of depth and T_max) must rise with the parameter count: across the 8 subjects
+    (per-subject slopes of score on log10 parameters, t test and Wilcoxon), in the Wilcoxon
+    comparison of the widest with the narrowest model, and in the report's figure.
+    """
+    folder, brains, models = planted
+    report = run_planted_study(folder, brains, models, "rising")
+    final = pd.read_csv(report / "final.csv")
+    temporal = final[final["curve"] == "temporal_score"]
+    means = temporal.groupby("size")["value"].mean()
+    trend = _temporal_trend(report)
+    comparisons = pd.read_csv(report / "comparisons.csv")
+    widest = comparisons[
+        (comparisons["curve"] == "temporal_score")
+        & (comparisons["test"] == "wilcoxon")
+        & (comparisons["level_a"] == "w32")
+        & (comparisons["level_b"] == "w128")
+    ].iloc[0]
+    chance = pd.read_csv(report / "chance.csv")
+    above_chance = (
+        chance[chance["score"] == "temporal_score"]
+        .groupby("run")["p_value"]
+        .apply(lambda p: int((p < 0.05).sum()))
+    )
+    print(
+        "\nplanted study (temporal score by width, mean over 8 subjects): "
+        + ", ".join(f"{level} {means[level]:.2f}" for level in ("w32", "w64", "w128"))
+    )
+    print(
+        f"trend against log10(parameters): slope {trend['slope']:+.3f} per decade "
+        f"[{trend['slope_low']:+.3f}, {trend['slope_high']:+.3f}], t-test p = "
+        f"{trend['slope_p']:.2g}, Wilcoxon p = {trend['slope_p_wilcoxon']:.2g}, "
+        f"n = {trend['n_subjects']} subjects"
+    )
+    print(
+        f"Wilcoxon w32 - w128: mean difference {widest['mean_difference']:+.3f}, "
+        f"p = {widest['p_value']:.2g}, q = {widest['q_value']:.2g}; subjects above chance "
+        f"(layer-order permutations, p < 0.05): {above_chance.to_dict()}"
+    )
+    assert means["w32"] < means["w64"] < means["w128"]
+    assert trend["slope"] > 0 and trend["slope_low"] > 0
+    assert trend["slope_p"] < 0.05 and trend["slope_p_wilcoxon"] < 0.05
+    assert trend["n_subjects"] == N_SUBJECTS
+    assert widest["mean_difference"] < 0 and widest["p_value"] < 0.05
+    assert above_chance["size=w128"] == N_SUBJECTS
+    assert above_chance.get("size=w32", 0) < N_SUBJECTS / 2
+    assert (report / "figures" / "scores_by_size_meg.png").stat().st_size > 1000
+    text = (report / "report.md").read_text()
+    assert "Final meg scores against parameters (log axis, factor size" in text
+
+
+@pytest.mark.slow
+def test_the_reversed_plant_reverses_the_trend(planted, one_thread):
+    """The control: the same MEG and widths, the noise levels given in the opposite order (the
+    widest model noisiest). The trend must fall, so the rise above comes from the plant, not
+    from the widths or the pipeline."""
+    folder, brains, models = planted
+    trend = _temporal_trend(run_planted_study(folder, brains, models, "reversed"))
+    print(
+        f"\nreversed plant: slope {trend['slope']:+.3f} per decade of parameters, "
+        f"p = {trend['slope_p']:.2g}"
+    )
+    assert trend["slope"] < 0 and trend["slope_high"] < 0 and trend["slope_p"] < 0.05

@@ -400,8 +400,11 @@ def trends(results: StudyResults, factor_values: Mapping[str, Mapping[str, float
 
 
 def _plain(value: Any) -> Any:
+    """A scalar or a list of plain floats (``subject_slopes``), as a CSV cell reads them."""
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, np.ndarray):
+        return [round(float(item), 6) for item in value]
     return value
 
 

@@ -280,12 +280,7 @@ def _check_delta(factor: str, level: str, delta: Any) -> None:
             raise ValueError(f"{where}: language must be a mapping (a delta of language:)")
         _check_language_keys(delta["language"], f"{where}: language")
     if "probe_model" in delta:
-        extra = sorted(set(delta) - {"probe_model", "probe"})
-        if extra:
-            raise ValueError(
-                f"{where}: a probe_model level probes a model, it has no fit keys {extra}; "
-                "move them to another factor or drop them"
-            )
+        _only_probe_keys(where, delta, "probe_model", "probe")
         spec = delta["probe_model"]
         if not isinstance(spec, Mapping):
             raise ValueError(f"{where}: probe_model must be a mapping such as {{spec: timm:...}}")
@@ -297,15 +292,20 @@ def _check_delta(factor: str, level: str, delta: Any) -> None:
         raise ValueError(f"{where}: probe must be a mapping of probe keys (a delta of probe:)")
 
 
+def _only_probe_keys(where: str, delta: Mapping[str, Any], model_key: str, delta_key: str) -> None:
+    """A level naming a model to probe holds only that and a delta of its probe block."""
+    extra = sorted(set(delta) - {model_key, delta_key})
+    if extra:
+        raise ValueError(
+            f"{where}: a {model_key} level probes a model, it has no fit keys {extra}; move "
+            f"them to another factor or drop them (a {delta_key}: delta may stay)"
+        )
+
+
 def _check_language_level(where: str, delta: Mapping[str, Any]) -> None:
     """A ``probe_language`` level: only ``model`` (a language model folder), beside
     ``language:``; the folder is checked here (config.json, no remote code)."""
-    extra = sorted(set(delta) - {"probe_language", "language"})
-    if extra:
-        raise ValueError(
-            f"{where}: a probe_language level probes a language model, it has no keys {extra}; "
-            "put them in another factor's level (language: deltas) or drop them"
-        )
+    _only_probe_keys(where, delta, "probe_language", "language")
     spec = delta["probe_language"]
     if not isinstance(spec, Mapping) or set(spec) != {"model"}:
         raise ValueError(

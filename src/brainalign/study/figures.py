@@ -107,7 +107,7 @@ def score_by_value(
     titles : dict of curve to str, optional
         The trend test of each panel (slope and p), shown under the curve's name.
     """
-    figure, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.4), squeeze=False)
+    figure, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.8), squeeze=False)
     for axis, curve in zip(axes[0], curves):
         rows = final[final["curve"] == curve]
         rows = rows.assign(level_value=rows[factor].astype(str).map(values)).dropna(

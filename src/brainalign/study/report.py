@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from brainalign.probe.chronology import analyse
@@ -135,8 +136,8 @@ def _trend_titles(trend_table: pd.DataFrame, factor: str, modality: str) -> dict
     titles = {}
     for row in rows.drop_duplicates("curve").itertuples(index=False):
         titles[row.curve] = (
-            f"slope {row.slope:+.3f} per decade of {row.against}, p = {row.slope_p:.2g} "
-            f"(n = {row.n_subjects} subjects)"
+            f"trend: slope {row.slope:+.3f} per decade, p = {row.slope_p:.2g}\n"
+            f"({row.n_subjects} subjects; against {row.against})"
         )
     return titles
 
@@ -286,6 +287,13 @@ def _markdown(
     return "\n".join(lines) + "\n"
 
 
+def _cell(value: Any, digits: int = 3) -> str:
+    """One Markdown cell: empty for a missing value, lists (per-subject slopes) as numbers."""
+    if isinstance(value, list | tuple | np.ndarray):
+        return ", ".join(f"{float(item):.{digits}g}" for item in value)
+    return "" if pd.isna(value) else str(value)
+
+
 def _numbers(runs: pd.DataFrame) -> list[str]:
     """The numeric run columns that hold something (context_words only in language studies)."""
     columns = [column for column in ("n_parameters", "max_steps") if column in runs]
@@ -304,8 +312,5 @@ def _table(frame: pd.DataFrame, digits: int = 3) -> str:
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.{digits}g}")
     header = "| " + " | ".join(map(str, shown.columns)) + " |"
     rule = "| " + " | ".join("---" for _ in shown.columns) + " |"
-    body = [
-        "| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"
-        for row in shown.itertuples(index=False)
-    ]
+    body = ["| " + " | ".join(map(_cell, row)) + " |" for row in shown.itertuples(index=False)]
     return "\n".join([header, rule, *body])
