@@ -7,7 +7,8 @@
 
 ``run`` is idempotent (finished runs are skipped, interrupted ones resumed, failed ones
 resubmitted): run it again after a crash. ``probe-exports RUN`` is the after-training probe
-job of one run (the study submits it; it can also be run by hand).
+job of one run, ``probe-language RUN`` the job of a language cell (the study submits them; they
+can also be run by hand).
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     exports.add_argument(
         "--follow", action="store_true", help="probe new exports until the run's fit has ended"
     )
+    language = commands.add_parser(
+        "probe-language", help="probe one language cell's model (RUN/inputs/language.yaml)"
+    )
+    language.add_argument("run", help="a language run folder of a study")
     return parser
 
 
@@ -72,8 +77,30 @@ def main(argv: Sequence[str]) -> None:
             overwrite=options.overwrite,
         )
         print(f"wrote {out}/report.md, tables and figures")
+    elif options.action == "probe-language":
+        probe_language_run(Path(options.run))
     else:
         probe_exports(Path(options.run), follow=options.follow)
+
+
+def probe_language_run(run_dir: Path) -> Path:
+    """The job of a language cell: probe its model as ``inputs/language.yaml`` says.
+
+    Writes ``<run>/probe/`` (``scores.parquet``, ``replicates.parquet`` when there are
+    resamples, ``summary.json``, ``figures/``) with
+    :func:`~brainalign.probe.language_run.probe_language`, replacing what an earlier,
+    interrupted attempt left; returns that folder.
+    """
+    from brainalign.probe.language_run import probe_language
+    from brainalign.study.runs import read_language_inputs
+
+    config = read_language_inputs(run_dir)
+    result = probe_language(config, progress=False)
+    out = result.write(run_dir / "probe", overwrite=True)
+    for line in result.summary_lines():
+        print(line)
+    print(f"probed {config.model} (context {config.context_words} words): {out}")
+    return out
 
 
 def probe_exports(run_dir: Path, *, follow: bool = False, poll_s: float = 30.0) -> None:

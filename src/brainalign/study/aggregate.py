@@ -5,7 +5,8 @@ Sources, per completed run of the study table:
 - training cells: ``<run>/chronology.parquet`` (probed during training) and
   ``<run>/probe_exports/chronology.parquet`` (its exports probed after training), with their
   bootstrap resamples and ROI tables;
-- probe cells: ``<run>/probe/scores.parquet`` (one checkpoint: ``train_fraction`` 1).
+- probe cells and language cells: ``<run>/probe/scores.parquet`` (one checkpoint:
+  ``train_fraction`` 1, source ``probe``).
 
 The result keeps the long format of the probe (``subject, modality, feature_kind, layer,
 depth, group, time, metric, value[, ci_low, ci_high]``) plus ``run``, ``source`` (training,
@@ -21,12 +22,12 @@ import pandas as pd
 
 from brainalign.probe.chronology import CHRONOLOGY_FILE, ROI_FOLDER, curves, replicates_file
 from brainalign.study.job_status import COMPLETED
-from brainalign.study.table import read_table
+from brainalign.study.table import NUMERIC_COLUMNS, read_table
 
 __all__ = ["StudyResults", "collect"]
 
 _META = {"run", "kind", "config_hash", "status", "job_id", "submitted", "start", "end"}
-_META |= {"error", "attempts", "probe_status", "n_parameters", "max_steps", "run_dir"}
+_META |= {"error", "attempts", "probe_status", "run_dir", *NUMERIC_COLUMNS}
 
 
 @dataclass
@@ -100,7 +101,7 @@ def collect(study_dir: Path) -> StudyResults:
 
 def _sources(run_dir: Path, kind: str):
     """(source, table, resamples or None, ROI folder) of one run."""
-    if kind == "probe":
+    if kind in ("probe", "language"):
         scores = run_dir / "probe" / "scores.parquet"
         if scores.is_file():
             table = pd.read_parquet(scores)

@@ -16,7 +16,11 @@ subject, curve and checkpoint: ``encoding``, ``spatial_score``, ``temporal_score
 - **Chance levels** (:func:`chance_levels`): the spatial score against permuted ROI labels,
   the temporal score against permuted layer order, per run, subject and checkpoint.
 - **Trends** (:func:`trends`): each final score against log10 of a numeric factor (model
-  parameters, training steps, or ``report.factor_values``), across subjects.
+  parameters, training steps, a language cell's context, or ``report.factor_values``), across
+  subjects (:func:`numeric_levels` says which factors are numeric). Context length may be 0
+  (no context, Study C's first level): its trend is against ``log10(context_words + 1)``, so
+  that 0 stays in the test (at 0 on the log axis) and each tenfold longer context is about one
+  unit; ``trends.csv`` says so (``against = context_words+1``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import itertools
 import math
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,7 +43,14 @@ from brainalign.study.chance import (
 from brainalign.study.comparisons import fdr_bh, sign_flip_test, wilcoxon_paired
 from brainalign.study.trends import trend_test
 
-__all__ = ["chance_levels", "compare_levels", "curve_family", "trends"]
+__all__ = [
+    "NumericLevels",
+    "chance_levels",
+    "compare_levels",
+    "curve_family",
+    "numeric_levels",
+    "trends",
+]
 
 SCORES = ("encoding", "spatial_score", "temporal_score")
 
@@ -347,17 +359,17 @@ def trends(results: StudyResults, factor_values: Mapping[str, Mapping[str, float
     """Each final score against log10 of every numeric factor, across subjects.
 
     A factor is numeric when ``factor_values`` gives its levels' values, or when its levels
-    differ in the runs' model parameters (``n_parameters``) or ``max_steps``.
+    differ in the runs' model parameters (``n_parameters``), ``max_steps`` or
+    ``context_words`` (see :func:`numeric_levels`).
     """
     runs = results.runs
     final = _final_curves(results)
     records = []
     for factor in [f for f in results.factors if f != "seed"]:
-        values = _numeric_levels(runs, factor, factor_values.get(factor))
-        if values is None:
+        numeric = numeric_levels(runs, factor, factor_values.get(factor))
+        if numeric is None:
             continue
-        name, mapping = values
-        points = final.assign(level_value=final[factor].astype(str).map(mapping)).dropna(
+        points = final.assign(level_value=final[factor].astype(str).map(numeric.values)).dropna(
             subset=["level_value"]
         )
         for (kind, modality, curve), rows in points.groupby(
@@ -377,7 +389,7 @@ def trends(results: StudyResults, factor_values: Mapping[str, Mapping[str, float
             records.append(
                 {
                     "factor": factor,
-                    "against": name,
+                    "against": numeric.against,
                     "feature_kind": kind,
                     "modality": modality,
                     "curve": curve,
@@ -388,24 +400,66 @@ def trends(results: StudyResults, factor_values: Mapping[str, Mapping[str, float
 
 
 def _plain(value: Any) -> Any:
+    """A scalar or a list of plain floats (``subject_slopes``), as a CSV cell reads them."""
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, np.ndarray):
+        return [round(float(item), 6) for item in value]
     return value
 
 
-def _numeric_levels(
-    runs: pd.DataFrame, factor: str, given: Mapping[str, float] | None
-) -> tuple[str, dict[str, float]] | None:
+@dataclass(frozen=True)
+class NumericLevels:
+    """The positive numbers a factor's levels stand for (trends use their log10).
+
+    Attributes
+    ----------
+    against : str
+        What they are, as ``trends.csv`` names it: ``parameters``, ``steps``,
+        ``context_words+1`` or ``value`` (``report.factor_values``).
+    values : dict of level to float
+    label : str
+        Axis label of the report's figures.
+    """
+
+    against: str
+    values: dict[str, float]
+    label: str
+
+
+#: Run-table columns that make a factor numeric: (column, against, offset before log10, label).
+_NUMERIC_SOURCES = (
+    ("n_parameters", "parameters", 0.0, "parameters"),
+    ("max_steps", "steps", 0.0, "training steps"),
+    ("context_words", "context_words+1", 1.0, "context words + 1"),
+)
+
+
+def numeric_levels(
+    runs: pd.DataFrame, factor: str, given: Mapping[str, float] | None = None
+) -> NumericLevels | None:
+    """The numbers of ``factor``'s levels, or None when the factor is categorical.
+
+    ``given`` (``report.factor_values``) wins; otherwise the first run-table column of
+    ``n_parameters``, ``max_steps``, ``context_words`` that the factor sets: one value in all
+    runs of each level, a different one per level, every level known, at least two levels (a
+    context factor crossed with a model factor is numeric by context, not by parameters).
+    Context lengths get 1 added (a context of 0 words).
+    """
     if given:
-        return "value", {str(level): float(value) for level, value in given.items()}
-    for column, name in (("n_parameters", "parameters"), ("max_steps", "steps")):
+        values = {str(level): float(value) for level, value in given.items()}
+        return NumericLevels("value", values, factor)
+    levels = runs[factor].astype(str)
+    for column, against, offset, label in _NUMERIC_SOURCES:
         if column not in runs:
             continue
-        by_level = runs.groupby(runs[factor].astype(str))[column].agg(
-            lambda values: values.dropna().iloc[0] if values.notna().any() else np.nan
-        )
+        numbers = pd.to_numeric(runs[column], errors="coerce")
+        if (numbers.groupby(levels).nunique() > 1).any():
+            continue  # the factor does not set this column
+        by_level = numbers.groupby(levels).first()
         if by_level.notna().all() and by_level.nunique() == len(by_level) > 1:
-            return name, {level: float(value) for level, value in by_level.items()}
+            values = {level: float(value) + offset for level, value in by_level.items()}
+            return NumericLevels(against, values, label)
     return None
 
 

@@ -20,27 +20,51 @@ levels, no two cells share a run name. Example (``configs/studies/demo.yaml``)::
 
 A level may instead name a model to probe (``{probe_model: {spec: timm:resnet50, weights:
 r50.safetensors}}``): that cell is a probe of that model, not a training run (Study B's eight
-vision models, Study C's language models), and a study may mix both. A level's mapping may also
-hold a ``probe:`` delta merged into the study's probe block (e.g. another context length).
+vision models), and a study may mix both. A level's mapping may also hold a ``probe:`` delta
+merged into the study's probe block (e.g. another pooling).
+
+A level ``{probe_language: {model: /models/pythia-14m}}`` makes the cell a probe of that
+Hugging Face language model against word-locked MEG (Study C;
+:func:`brainalign.probe.language_run.probe_language`). The study's ``language:`` block holds
+the other fields of :class:`~brainalign.probe.language_run.LanguageProbeConfig` (``brain``,
+``context_words``, ``layers``, ``pca``...), and a level's ``language:`` mapping is a delta of it,
+so that context length can be a factor::
+
+    factors:
+      model:
+        p14m: {probe_language: {model: /models/pythia-14m}}
+        p70m: {probe_language: {model: /models/pythia-70m}}
+      context:
+        c0: {language: {context_words: 0}}
+        c50: {language: {context_words: 50}}
+    language: {brain: ["meg-masc:/data/meg-masc?subject=01"], content_only: false}
+
 Relative paths are resolved against the current folder, as ``brainalign fit --config`` does.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from brainalign.probe.config import ModelSource, ProbeConfig
 from brainalign.study.launchers import Resources
+
+if TYPE_CHECKING:
+    from brainalign.probe.language_run import LanguageProbeConfig
 
 __all__ = [
     "LauncherConfig",
     "ProbingConfig",
     "ReportConfig",
     "StudyConfig",
+    "language_probe_config",
     "load_study",
 ]
 
@@ -116,15 +140,15 @@ class ProbingConfig:
                 "probing: set during_training and/or after_training (a study without probes "
                 "has nothing to report)"
             )
+        for name in ("n_probes", "every_n_steps", "n_exports", "checkpoint_every_n_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"probing.{name} must be an integer >= 1; got {value!r}")
 
     @property
     def probes_exports(self) -> bool:
         """Whether the exports are probed in jobs of their own (after or beside training)."""
         return self.after_training or self.beside_training
-        for name in ("n_probes", "every_n_steps", "n_exports", "checkpoint_every_n_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"probing.{name} must be an integer >= 1; got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,13 +194,17 @@ class StudyConfig:
     factors : dict of factor to {level: delta}
         Each level is a fit config delta (a YAML file or an inline mapping), optionally with a
         ``probe:`` delta, or ``{probe_model: {spec: ...}}`` for a model to probe instead of a
-        run to train.
+        run to train, or ``{probe_language: {model: FOLDER}}`` for a language model to probe
+        against word-locked MEG; a ``language:`` delta changes the language block.
     seeds : list of int
         Seeds (``seed_everything``) crossed with the grid; empty: the base config's seed.
     cells : list of {factor: level}, optional
         Explicit cells instead of the full grid.
     probe : ProbeConfig
         The probe block of every cell.
+    language : dict
+        The language block of every language cell: the fields of
+        :class:`~brainalign.probe.language_run.LanguageProbeConfig` but ``model``.
     probing : ProbingConfig
     launcher : LauncherConfig
     report : ReportConfig
@@ -190,6 +218,7 @@ class StudyConfig:
     seeds: list[int] = field(default_factory=list)
     cells: list[dict[str, str]] | None = None
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    language: dict[str, Any] = field(default_factory=dict)
     probing: ProbingConfig = field(default_factory=ProbingConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
@@ -220,6 +249,7 @@ class StudyConfig:
                 _check_delta(factor, str(level), delta)
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds lists a seed more than once: {self.seeds}")
+        _check_language_keys(self.language, "language")
 
     @property
     def folder(self) -> Path:
@@ -239,16 +269,18 @@ def _check_delta(factor: str, level: str, delta: Any) -> None:
         return
     if not isinstance(delta, Mapping):
         raise ValueError(
-            f"{where}: a level is a fit config file, a mapping of config keys, or "
-            f"{{probe_model: {{spec: ...}}}}; got {type(delta).__name__}"
+            f"{where}: a level is a fit config file, a mapping of config keys, "
+            f"{{probe_model: {{spec: ...}}}} or {{probe_language: {{model: FOLDER}}}}; got "
+            f"{type(delta).__name__}"
         )
+    if "probe_language" in delta:
+        _check_language_level(where, delta)
+    if "language" in delta:
+        if not isinstance(delta["language"], Mapping):
+            raise ValueError(f"{where}: language must be a mapping (a delta of language:)")
+        _check_language_keys(delta["language"], f"{where}: language")
     if "probe_model" in delta:
-        extra = sorted(set(delta) - {"probe_model", "probe"})
-        if extra:
-            raise ValueError(
-                f"{where}: a probe_model level probes a model, it has no fit keys {extra}; "
-                "move them to another factor or drop them"
-            )
+        _only_probe_keys(where, delta, "probe_model", "probe")
         spec = delta["probe_model"]
         if not isinstance(spec, Mapping):
             raise ValueError(f"{where}: probe_model must be a mapping such as {{spec: timm:...}}")
@@ -258,6 +290,105 @@ def _check_delta(factor: str, level: str, delta: Any) -> None:
             raise ValueError(f"{where}: probe_model: {error}") from None
     if "probe" in delta and not isinstance(delta["probe"], Mapping):
         raise ValueError(f"{where}: probe must be a mapping of probe keys (a delta of probe:)")
+
+
+def _only_probe_keys(where: str, delta: Mapping[str, Any], model_key: str, delta_key: str) -> None:
+    """A level naming a model to probe holds only that and a delta of its probe block."""
+    extra = sorted(set(delta) - {model_key, delta_key})
+    if extra:
+        raise ValueError(
+            f"{where}: a {model_key} level probes a model, it has no fit keys {extra}; move "
+            f"them to another factor or drop them (a {delta_key}: delta may stay)"
+        )
+
+
+def _check_language_level(where: str, delta: Mapping[str, Any]) -> None:
+    """A ``probe_language`` level: only ``model`` (a language model folder), beside
+    ``language:``; the folder is checked here (config.json, no remote code)."""
+    _only_probe_keys(where, delta, "probe_language", "language")
+    spec = delta["probe_language"]
+    if not isinstance(spec, Mapping) or set(spec) != {"model"}:
+        raise ValueError(
+            f"{where}: probe_language must be {{model: FOLDER}} (a Hugging Face folder on disk); "
+            f"got {spec!r}"
+        )
+    from brainalign.probe.language import check_language_model_folder
+
+    try:
+        check_language_model_folder(spec["model"])
+    except (FileNotFoundError, ValueError) as error:
+        raise type(error)(f"{where}: probe_language: {error}") from None
+
+
+def _language_fields() -> list[str]:
+    from brainalign.probe.language_run import LanguageProbeConfig
+
+    return [item.name for item in dataclasses.fields(LanguageProbeConfig) if item.name != "model"]
+
+
+def _check_language_keys(block: Mapping[str, Any], where: str) -> None:
+    """Every key of a language block (or delta) is a field of the language probe but ``model``."""
+    if not block:
+        return
+    if "model" in block:
+        raise ValueError(
+            f"{where}: model is not a key of the language block: each language cell's model "
+            "comes from its {probe_language: {model: FOLDER}} level"
+        )
+    fields = _language_fields()
+    for key in block:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"{where}: unknown key {key!r}{hint}; the keys are {', '.join(fields)}"
+            )
+
+
+@functools.cache
+def _language_parser() -> Any:
+    from jsonargparse import ArgumentParser
+
+    from brainalign.probe.language_run import LanguageProbeConfig
+
+    parser = ArgumentParser(exit_on_error=False, allow_abbrev=False, default_env=False)
+    parser.add_class_arguments(LanguageProbeConfig, "language")
+    return parser
+
+
+def language_probe_config(
+    block: Mapping[str, Any], model: str | Path, where: str
+) -> LanguageProbeConfig:
+    """The language probe of a cell: its block (deltas merged) and its model, type-checked.
+
+    Parameters
+    ----------
+    block : mapping
+        Fields of :class:`~brainalign.probe.language_run.LanguageProbeConfig` but ``model``.
+    model : str or Path
+        The language model folder.
+    where : str
+        Names the cell (or file) in error messages.
+
+    Raises
+    ------
+    ValueError
+        One line naming ``where`` and the bad key or value (a missing ``brain``, a misspelt
+        key, a value of the wrong type).
+    """
+    from jsonargparse import ArgumentError
+
+    _check_language_keys(block, f"{where}: language")
+    parser = _language_parser()
+    try:
+        namespace = parser.parse_object({"language": {**block, "model": str(model)}})
+        return parser.instantiate(namespace).language
+    except ArgumentError as error:
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        message = message.replace("the following arguments are required: ", "missing key(s) ")
+        raise ValueError(f"{where}: language: {message.replace('language.', '')}") from None
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}: language: {error}") from None
 
 
 def load_study(path: str | Path) -> StudyConfig:
@@ -285,13 +416,16 @@ def load_study(path: str | Path) -> StudyConfig:
         raise ValueError(f"{path}: {message}") from None
     try:
         study = parser.instantiate(namespace)
+        study = study if isinstance(study, StudyConfig) else StudyConfig(**vars(study))
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: {error}") from None
-    study = study if isinstance(study, StudyConfig) else StudyConfig(**vars(study))
     for base in study.base:
         if not Path(base).is_file():
             raise FileNotFoundError(f"{path}: base config {base} does not exist")
     from brainalign.study.grid import expand_cells
 
-    expand_cells(study)  # unknown levels, duplicate run names
+    try:
+        expand_cells(study)  # unknown levels, duplicate run names, language cells
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     return study

@@ -2,6 +2,8 @@
 
 - :func:`score_by_factor`: each final score against one factor's levels, one line per level of
   another factor, the bootstrap interval as a band;
+- :func:`score_by_value`: the same against a numeric factor's values on a log axis (model
+  parameters, context length), every subject's points, and the trend test in each title;
 - :func:`curves_by_level`: chronology curves of every run on a log axis of training fraction,
   coloured by one factor's level;
 - :func:`half_time_scatter`: ROI half time against distance from V1 and each ROI property, with
@@ -13,7 +15,7 @@ Every function returns a matplotlib Figure (the Agg backend; nothing is shown).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -24,7 +26,13 @@ import pandas as pd
 import scipy.stats
 from matplotlib.figure import Figure
 
-__all__ = ["curves_by_level", "half_time_scatter", "level_heatmap", "score_by_factor"]
+__all__ = [
+    "curves_by_level",
+    "half_time_scatter",
+    "level_heatmap",
+    "score_by_factor",
+    "score_by_value",
+]
 
 
 def _levels(frame: pd.DataFrame, factor: str) -> list[str]:
@@ -67,6 +75,63 @@ def score_by_factor(
         if lines is not None:
             axis.legend(fontsize=7)
     axes[0][0].set_ylabel("final value (95% CI)")
+    figure.tight_layout()
+    return figure
+
+
+def score_by_value(
+    final: pd.DataFrame,
+    factor: str,
+    values: Mapping[str, float],
+    curves: Sequence[str],
+    *,
+    label: str,
+    lines: str | None = None,
+    titles: Mapping[str, str] | None = None,
+) -> Figure:
+    """Final scores against the numbers of ``factor``'s levels, on a log axis.
+
+    Parameters
+    ----------
+    final : DataFrame
+        ``summarise_final`` rows: factor columns, subject, curve, value, ci_low, ci_high.
+    factor : str
+    values : dict of level to float
+        The positive number of each level (:class:`brainalign.study.compare.NumericLevels`).
+    curves : sequence of str
+        One panel each.
+    label : str
+        The x axis (e.g. ``parameters``, ``context words + 1``).
+    lines : str, optional
+        Another factor drawn as separate lines (the mean over subjects of each level).
+    titles : dict of curve to str, optional
+        The trend test of each panel (slope and p), shown under the curve's name.
+    """
+    figure, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.8), squeeze=False)
+    for axis, curve in zip(axes[0], curves):
+        rows = final[final["curve"] == curve]
+        rows = rows.assign(level_value=rows[factor].astype(str).map(values)).dropna(
+            subset=["level_value"]
+        )
+        axis.scatter(rows["level_value"], rows["value"], s=10, color="grey", alpha=0.5)
+        groups = [("all", rows)] if lines is None else list(rows.groupby(lines, sort=False))
+        for name, group in groups:
+            means = group.groupby("level_value")[["value", "ci_low", "ci_high"]].mean()
+            axis.plot(
+                means.index,
+                means["value"],
+                marker="o",
+                label=f"{lines}={name}" if lines else "mean over subjects",
+            )
+            if means[["ci_low", "ci_high"]].notna().all().all():
+                axis.fill_between(means.index, means["ci_low"], means["ci_high"], alpha=0.2)
+        axis.set_xscale("log")
+        axis.set_xlabel(f"{label} (log axis; {factor})")
+        trend = (titles or {}).get(curve)
+        axis.set_title(f"{curve}\n{trend}" if trend else curve, fontsize=9)
+        axis.axhline(0.0, color="grey", linewidth=0.5)
+        axis.legend(fontsize=7)
+    axes[0][0].set_ylabel("final value (points: subjects)")
     figure.tight_layout()
     return figure
 

@@ -11,8 +11,9 @@ Idempotent: run it again after a crash, a kill or a failure and it
 
 Everything is checked before any job starts: the study file (:func:`load_study`), every
 training cell's fit configs through LightningCLI's own parser, every probe cell's probe block,
-and the launcher (``sbatch`` present for SLURM). Training cells probed after training get a
-second job each (``brainalign study probe-exports RUN``) once their fit has completed.
+every language cell's brain specs (without reading MEG), and the launcher (``sbatch`` present
+for SLURM). Training cells probed after training get a second job each (``brainalign study
+probe-exports RUN``) once their fit has completed.
 """
 
 from __future__ import annotations
@@ -39,7 +40,14 @@ from brainalign.study.job_status import (
     read_job_status,
     update_job_status,
 )
-from brainalign.study.runs import CELL_FILE, INPUTS, RunPlan, plan_run, probe_exports_job
+from brainalign.study.runs import (
+    CELL_FILE,
+    INPUTS,
+    RunPlan,
+    check_language_inputs,
+    plan_run,
+    probe_exports_job,
+)
 from brainalign.study.table import build_table, write_table
 from brainalign.utils.atomic import atomic_path
 
@@ -63,6 +71,7 @@ def prepare_runs(study: StudyConfig, study_dir: Path) -> list[RunPlan]:
                     "use another study folder (directory:) or remove that run folder"
                 )
     check_fit_configs([plan for plan in plans if plan.cell.kind == "fit"])
+    check_language_inputs(plans)
     for plan in plans:
         inputs = plan.run_dir / INPUTS
         inputs.mkdir(parents=True, exist_ok=True)

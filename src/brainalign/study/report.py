@@ -10,8 +10,9 @@ Writes into ``DIR/report/`` (atomically):
   effect sizes);
 - ``chance.csv``: permutation chance levels of the spatial and temporal scores;
 - ``trends.csv``: each final score against log10 of numeric factors;
-- ``figures/``: scores by factor, chronology curves per level, ROI half time against distance
-  and ROI properties, level heatmaps;
+- ``figures/``: scores by factor (against a numeric factor's values on a log axis, with the
+  trend test's slope and p: model parameters, context length), chronology curves per level,
+  ROI half time against distance and ROI properties, level heatmaps;
 - ``report.md``: all of it gathered, readable offline.
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from brainalign.probe.chronology import analyse
@@ -30,6 +32,7 @@ from brainalign.study.compare import (
     SCORES,
     chance_levels,
     compare_levels,
+    numeric_levels,
     preferred_source,
     summarise_final,
     trends,
@@ -39,6 +42,7 @@ from brainalign.study.figures import (
     half_time_scatter,
     level_heatmap,
     score_by_factor,
+    score_by_value,
 )
 from brainalign.utils.atomic import atomic_directory
 
@@ -101,7 +105,14 @@ def write_report(study_dir: Path, *, out: Path | None = None, overwrite: bool = 
         comparisons.to_csv(folder / "comparisons.csv", index=False)
         chance.to_csv(folder / "chance.csv", index=False)
         trend_table.to_csv(folder / "trends.csv", index=False)
-        figures = _figures(results, final, times, folder / "figures")
+        figures = _figures(
+            results,
+            final,
+            times,
+            folder / "figures",
+            trend_table=trend_table,
+            factor_values=settings["factor_values"],
+        )
         (folder / "report.md").write_text(
             _markdown(
                 results, final, times, comparisons, chance, trend_table, figures, statistics_s
@@ -117,8 +128,28 @@ def _save(figure: Any, path: Path) -> str:
     return str(Path(path.parent.name) / path.name)
 
 
+def _trend_titles(trend_table: pd.DataFrame, factor: str, modality: str) -> dict[str, str]:
+    """Per curve, the trend test of ``factor`` in words (the first feature kind's)."""
+    if trend_table.empty:
+        return {}
+    rows = trend_table[(trend_table["factor"] == factor) & (trend_table["modality"] == modality)]
+    titles = {}
+    for row in rows.drop_duplicates("curve").itertuples(index=False):
+        titles[row.curve] = (
+            f"trend: slope {row.slope:+.3f} per decade, p = {row.slope_p:.2g}\n"
+            f"({row.n_subjects} subjects; against {row.against})"
+        )
+    return titles
+
+
 def _figures(
-    results: StudyResults, final: pd.DataFrame, times: pd.DataFrame, folder: Path
+    results: StudyResults,
+    final: pd.DataFrame,
+    times: pd.DataFrame,
+    folder: Path,
+    *,
+    trend_table: pd.DataFrame,
+    factor_values: dict[str, dict[str, float]],
 ) -> list[tuple[str, str]]:
     """Draw every figure; returns (caption, relative path) pairs for report.md."""
     drawn: list[tuple[str, str]] = []
@@ -127,13 +158,30 @@ def _figures(
     present = [curve for curve in SCORES if curve in set(final["curve"])]
     for index, factor in enumerate(factors):
         other = next((f for f in factors if f != factor), None)
+        numeric = numeric_levels(results.runs, factor, factor_values.get(factor))
         for modality, rows in final.groupby("modality", sort=False):
             panels = [curve for curve in present if curve in set(rows["curve"])]
             if not panels:
                 continue
-            figure = score_by_factor(rows, factor, panels, lines=other)
+            if numeric is None:
+                figure = score_by_factor(rows, factor, panels, lines=other)
+                caption = f"Final {modality} scores by {factor} (lines: {other or '-'})"
+            else:
+                figure = score_by_value(
+                    rows,
+                    factor,
+                    numeric.values,
+                    panels,
+                    label=numeric.label,
+                    lines=other,
+                    titles=_trend_titles(trend_table, factor, modality),
+                )
+                caption = (
+                    f"Final {modality} scores against {numeric.label} (log axis, factor "
+                    f"{factor}; lines: {other or '-'}), with the trend test"
+                )
             path = _save(figure, folder / f"scores_by_{factor}_{modality}.png")
-            drawn.append((f"Final {modality} scores by {factor} (lines: {other or '-'})", path))
+            drawn.append((caption, path))
         for curve in present:
             rows = curves[curves["curve"] == curve]
             for modality, part in rows.groupby("modality", sort=False):
@@ -185,7 +233,7 @@ def _markdown(
         "",
         "## Runs",
         "",
-        _table(runs[["run", "kind", *results.factors, "status", "n_parameters", "max_steps"]]),
+        _table(runs[["run", "kind", *results.factors, "status", *_numbers(runs)]]),
         "",
         "## Final scores (95% bootstrap intervals over stimuli)",
         "",
@@ -239,6 +287,21 @@ def _markdown(
     return "\n".join(lines) + "\n"
 
 
+def _cell(value: Any, digits: int = 3) -> str:
+    """One Markdown cell: empty for a missing value, lists (per-subject slopes) as numbers."""
+    if isinstance(value, list | tuple | np.ndarray):
+        return ", ".join(f"{float(item):.{digits}g}" for item in value)
+    return "" if pd.isna(value) else str(value)
+
+
+def _numbers(runs: pd.DataFrame) -> list[str]:
+    """The numeric run columns that hold something (context_words only in language studies)."""
+    columns = [column for column in ("n_parameters", "max_steps") if column in runs]
+    if "context_words" in runs and runs["context_words"].notna().any():
+        columns.append("context_words")
+    return columns
+
+
 def _table(frame: pd.DataFrame, digits: int = 3) -> str:
     """A DataFrame as a Markdown table (no extra dependency: pandas' to_markdown needs one)."""
     if frame.empty:
@@ -249,8 +312,5 @@ def _table(frame: pd.DataFrame, digits: int = 3) -> str:
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.{digits}g}")
     header = "| " + " | ".join(map(str, shown.columns)) + " |"
     rule = "| " + " | ".join("---" for _ in shown.columns) + " |"
-    body = [
-        "| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"
-        for row in shown.itertuples(index=False)
-    ]
+    body = ["| " + " | ".join(map(_cell, row)) + " |" for row in shown.itertuples(index=False)]
     return "\n".join([header, rule, *body])

@@ -10,7 +10,10 @@ and on SLURM the devices of the job); the fit then runs as
 
 and, run again after a kill or a requeue, with ``--ckpt_path <run>/checkpoints/last.ckpt``.
 A probe cell runs ``brainalign probe --config inputs/probe.yaml --out <run>/probe``; a
-training cell probed after training runs ``brainalign study probe-exports <run>``.
+language cell runs ``brainalign study probe-language <run>``, which reads
+``inputs/language.yaml`` (the cell's :class:`~brainalign.probe.language_run.LanguageProbeConfig`,
+paths made absolute) and writes ``<run>/probe``; a training cell probed after training runs
+``brainalign study probe-exports <run>``.
 
 The config hash of a cell is the sha256 of everything that defines it (the bytes of every
 config file and of the generated inputs, in order): a run folder made from another
@@ -22,10 +25,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -34,16 +37,23 @@ from brainalign.study.config import StudyConfig
 from brainalign.study.grid import Cell, merge_mappings
 from brainalign.study.job_run import JobSpec
 
+if TYPE_CHECKING:
+    from brainalign.probe.language_run import LanguageProbeConfig
+
 __all__ = [
     "CELL_FILE",
+    "LANGUAGE_FILE",
     "RunPlan",
     "cell_probe_config",
+    "check_language_inputs",
     "plan_run",
     "probe_exports_job",
+    "read_language_inputs",
 ]
 
 CELL_FILE = "cell.json"
 INPUTS = "inputs"
+LANGUAGE_FILE = "language.yaml"
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
 
 
@@ -75,6 +85,55 @@ def probe_config_dict(config: ProbeConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+def language_config_dict(config: LanguageProbeConfig) -> dict[str, Any]:
+    """A language probe as plain YAML-ready values, its model, words and cache made absolute
+    (the job may run elsewhere than the study's folder; brain specs are written as given)."""
+    absolute = dataclasses.replace(
+        config,
+        model=Path(config.model).absolute(),
+        words=Path(config.words).absolute() if config.words is not None else None,
+        cache_dir=Path(config.cache_dir).absolute() if config.cache_dir is not None else None,
+    )
+    return json.loads(json.dumps(dataclasses.asdict(absolute), default=str))
+
+
+def read_language_inputs(run_dir: Path) -> LanguageProbeConfig:
+    """The language probe of a study run folder (``inputs/language.yaml``), checked again."""
+    from brainalign.study.config import language_probe_config
+
+    path = Path(run_dir) / INPUTS / LANGUAGE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a language run of a study: no {path}")
+    block = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(block, Mapping) or "model" not in block:
+        raise ValueError(f"{path}: expected a mapping with model and the language probe's keys")
+    block = dict(block)
+    model = block.pop("model")
+    return language_probe_config(block, model, str(path))
+
+
+def check_language_inputs(plans: Sequence[RunPlan]) -> None:
+    """Check every language cell's brain specs before any job starts (data set folders,
+    subjects, sessions, word events; epochs files present): what
+    :func:`~brainalign.probe.language_run.probe_language` checks first, done once per
+    distinct set of specs, without reading MEG."""
+    from brainalign.probe.language_run import _plan as plan_language_inputs
+
+    checked: set[tuple[Any, ...]] = set()
+    for plan in plans:
+        config = plan.cell.language
+        if config is None:
+            continue
+        key = (config.brain, config.words, config.content_only)
+        if key in checked:
+            continue
+        try:
+            plan_language_inputs(config)
+        except (FileNotFoundError, ValueError) as error:
+            raise type(error)(f"cell {plan.cell.name!r}: {error}") from None
+        checked.add(key)
+
+
 def _yaml(content: Mapping[str, Any]) -> str:
     return yaml.safe_dump(json.loads(json.dumps(content)), sort_keys=False)
 
@@ -86,6 +145,12 @@ def plan_run(study: StudyConfig, cell: Cell, study_dir: Path) -> RunPlan:
     inputs_dir = run_dir / INPUTS
     probe = cell_probe_config(study, cell)
     inputs: dict[str, str] = {}
+    if cell.kind == "language":
+        assert cell.language is not None
+        inputs[LANGUAGE_FILE] = _yaml(language_config_dict(cell.language))
+        argv = ["study", "probe-language", str(run_dir)]
+        job = JobSpec(name=cell.name, run_dir=run_dir, argv=argv)
+        return RunPlan(cell, run_dir, job, _hash([], inputs, cell), inputs)
     if cell.kind == "probe":
         assert cell.probe_model is not None
         inputs["probe.yaml"] = _yaml(

@@ -1,16 +1,20 @@
 """The study table (``<study>/study.parquet``): one row per run, what it is and how it stands.
 
-Columns: ``run``, ``kind`` (fit | probe), one column per factor (and ``seed``), ``config_hash``,
-``status`` (not started, PENDING, RUNNING, COMPLETED, FAILED, INTERRUPTED, ...), ``job_id``,
-``submitted``, ``start``, ``end``, ``error`` (the last failure's one line), ``attempts``,
-``probe_status`` (the after-training probe job, when there is one), ``n_parameters`` and
-``max_steps`` (from the run's resolved ``config.yaml``, for trend tests), ``run_dir``.
+Columns: ``run``, ``kind`` (fit | probe | language), one column per factor (and ``seed``),
+``config_hash``, ``status`` (not started, PENDING, RUNNING, COMPLETED, FAILED, INTERRUPTED,
+...), ``job_id``, ``submitted``, ``start``, ``end``, ``error`` (the last failure's one line),
+``attempts``, ``probe_status`` (the after-training probe job, when there is one), the numbers
+trend tests use: ``n_parameters`` and ``max_steps`` (a training run: from its resolved
+``config.yaml``; a language run: the parameters of its model folder, counted from the
+safetensors headers) and ``context_words`` (a language run's context), then ``run_dir``.
 Statuses come from each run's ``job.json``: the table is a view, rebuilt whenever it is
 written, and ``brainalign study status`` prints it.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,11 +25,21 @@ from brainalign.study.job_status import read_job_status
 from brainalign.study.runs import RunPlan
 from brainalign.utils.atomic import atomic_path
 
-__all__ = ["NOT_STARTED", "TABLE_FILE", "build_table", "read_table", "write_table"]
+__all__ = [
+    "NOT_STARTED",
+    "NUMERIC_COLUMNS",
+    "TABLE_FILE",
+    "build_table",
+    "count_safetensors_parameters",
+    "read_table",
+    "write_table",
+]
 
 TABLE_FILE = "study.parquet"
 NOT_STARTED = "not started"
 _SHOWN = ["run", "kind", "status", "probe_status", "job_id", "start", "end", "error"]
+#: Columns holding a number per run for trend tests (not factors).
+NUMERIC_COLUMNS = ("n_parameters", "max_steps", "context_words")
 
 
 def build_table(plans: Sequence[RunPlan], factors: Sequence[str]) -> pd.DataFrame:
@@ -49,11 +63,60 @@ def build_table(plans: Sequence[RunPlan], factors: Sequence[str]) -> pd.DataFram
             error=status.get("error") or probe.get("error"),
             attempts=int(status.get("attempts", 0) or 0),
             probe_status=probe.get("state"),
-            **_run_size(plan.run_dir),
+            **_run_numbers(plan),
             run_dir=str(plan.run_dir),
         )
         rows.append(row)
     return pd.DataFrame.from_records(rows)
+
+
+def _run_numbers(plan: RunPlan) -> dict[str, Any]:
+    """``n_parameters``, ``max_steps`` and ``context_words`` of a run (None where unknown)."""
+    language = plan.cell.language
+    if language is not None:
+        return {
+            "n_parameters": count_safetensors_parameters(Path(language.model)),
+            "max_steps": None,
+            "context_words": int(language.context_words),
+        }
+    return {**_run_size(plan.run_dir), "context_words": None}
+
+
+def count_safetensors_parameters(folder: Path) -> int | None:
+    """Parameters of a Hugging Face model folder, from its safetensors headers.
+
+    Only the headers are read (``safe_open(...).keys()`` and each tensor's shape through
+    ``get_slice``): no weight is loaded, whatever the model's size. The files are those of
+    ``model.safetensors.index.json`` (a sharded model), else ``model.safetensors``, else every
+    ``*.safetensors`` of the folder. Tied weights are saved once by transformers, so the count
+    equals the model's ``num_parameters()``.
+
+    Returns
+    -------
+    int or None
+        None when the folder has no safetensors file, or one that cannot be read.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    try:
+        if index.is_file():
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        elif (folder / "model.safetensors").is_file():
+            names = ["model.safetensors"]
+        else:
+            names = sorted(path.name for path in folder.glob("*.safetensors"))
+        if not names:
+            return None
+        total = 0
+        for name in names:
+            with safe_open(str(folder / name), framework="numpy") as handle:
+                for key in handle.keys():
+                    total += math.prod(handle.get_slice(key).get_shape())
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError):
+        return None
+    return int(total)
 
 
 def _run_size(run_dir: Path) -> dict[str, Any]:
@@ -115,7 +178,7 @@ def format_table(table: pd.DataFrame) -> str:
         for column in table.columns
         if column not in _SHOWN
         and column not in ("config_hash", "submitted", "attempts", "run_dir")
-        and column not in ("n_parameters", "max_steps")
+        and column not in NUMERIC_COLUMNS
     ]
     columns = ["run", "kind", *[f for f in factors if f not in ("run", "kind")], *_SHOWN[2:]]
     shown = table[[column for column in columns if column in table]].copy()
