@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from brainalign.probe.language import LanguageModel
     from brainalign.probe.run import ProbeRun
 
-__all__ = ["LanguageProbeConfig", "probe_language"]
+__all__ = ["LanguageProbeConfig", "plan_language_inputs", "probe_language"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,7 +98,7 @@ class LanguageProbeConfig:
             raise ValueError(f"direction must be decoding or encoding, got {self.direction!r}")
 
 
-def _plan(config: LanguageProbeConfig) -> list[Any]:
+def plan_language_inputs(config: LanguageProbeConfig) -> list[Any]:
     """Per brain spec, a cheap, checked plan: a SpeechPlan or the epochs file's path."""
     from brainalign.probe.datasets.speech_meg import is_speech_spec, plan_word_epochs
 
@@ -201,7 +201,7 @@ def probe_language(
     from brainalign.probe.run import ProbeRun
 
     check_language_model_folder(config.model)  # before the (possibly large) MEG is read
-    plans = _plan(config)
+    plans = plan_language_inputs(config)
     model = model if model is not None else load_language_model(config.model)
     layers = select_layers(model.depth, config.layers)
     depths = {layer: model.relative_depths[layer] for layer in layers}

@@ -117,7 +117,7 @@ def check_language_inputs(plans: Sequence[RunPlan]) -> None:
     subjects, sessions, word events; epochs files present): what
     :func:`~brainalign.probe.language_run.probe_language` checks first, done once per
     distinct set of specs, without reading MEG."""
-    from brainalign.probe.language_run import _plan as plan_language_inputs
+    from brainalign.probe.language_run import plan_language_inputs
 
     checked: set[tuple[Any, ...]] = set()
     for plan in plans:
