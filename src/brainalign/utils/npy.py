@@ -1,6 +1,6 @@
 """Read ``.npy`` data files without ever running code stored in them.
 
-``np.load(allow_pickle=True)`` unpickles object arrays, and unpickling calls whatever the file
+``np.load`` with ``allow_pickle`` set unpickles object arrays, and unpickling calls whatever the file
 names: a crafted data file runs its payload. brainalign reads data files with:
 
 - :func:`load_array`: arrays of numbers (or strings), ``allow_pickle=False``; a file of Python
