@@ -1,7 +1,7 @@
 """Read ``.npy`` data files without ever running code stored in them.
 
-``np.load`` with ``allow_pickle`` set unpickles object arrays, and unpickling calls whatever the file
-names: a crafted data file runs its payload. brainalign reads data files with:
+``np.load`` with ``allow_pickle`` set unpickles object arrays, and unpickling calls whatever
+the file names: a crafted data file runs its payload. brainalign reads data files with:
 
 - :func:`load_array`: arrays of numbers (or strings), ``allow_pickle=False``; a file of Python
   objects is refused with a message that says why, instead of numpy's hint to allow pickles.
