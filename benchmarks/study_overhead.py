@@ -1,6 +1,6 @@
 """What a study costs beyond its runs: orchestration, and the report's statistics.
 
-    python benchmarks/study_overhead.py [--steps 40] [--levels 2]
+    python benchmarks/study_overhead.py [--steps 300] [--levels 2]
 
 A tiny study (one factor, ``--levels`` learning rates, the smoke fit of ``--steps`` steps,
 probes of the exports after training as separate jobs, 200 bootstrap resamples) on the
@@ -43,7 +43,7 @@ def _seconds(status: dict) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--levels", type=int, default=2)
     args = parser.parse_args()
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")

@@ -27,6 +27,8 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_ALPHAS",
+    "DEFAULT_LANGUAGE_ALPHAS",
+    "DEFAULT_LANGUAGE_DEPTHS",
     "DEFAULT_MEG_WINDOWS",
     "FEATURE_KINDS",
     "GRADIENT_LOSSES",
@@ -66,6 +68,12 @@ PARTITION_SPACES: tuple[str, ...] = ("kinds", "layers", "low_level")
 
 DEFAULT_ALPHAS = np.logspace(0, 8, 10)
 """Ten log-spaced ridge penalties from 1e0 to 1e8 (Study A)."""
+
+DEFAULT_LANGUAGE_ALPHAS = np.logspace(-4, 8, 13)
+"""Study C's ridge penalties, 1e-4..1e8."""
+
+DEFAULT_LANGUAGE_DEPTHS: tuple[float, ...] = tuple(np.round(np.linspace(0.1, 0.9, 9), 3))
+"""Nine relative depths from 10% to 90% (Study C)."""
 
 #: MEG windows of Study A's chronology (seconds).
 DEFAULT_MEG_WINDOWS: tuple[tuple[float, float], ...] = ((0.08, 0.13), (0.13, 0.18), (0.5, 0.55))

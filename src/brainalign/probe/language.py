@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from brainalign.models.weights import hash_weights
 from brainalign.probe.brain_data import BrainData
 from brainalign.probe.cache import FeatureCache, features_through_cache
+from brainalign.probe.config import DEFAULT_LANGUAGE_ALPHAS, DEFAULT_LANGUAGE_DEPTHS
 from brainalign.probe.features import reduce_features, resolve_device, resolve_dtype
 from brainalign.probe.pipeline import EncodingConfig, ProbeScores, score_layers
 
@@ -55,14 +56,9 @@ __all__ = [
 CONTENT_POS: tuple[str, ...] = ("NOUN", "VERB", "ADJ", "ADV")
 """Universal POS tags of content words (Study C keeps nouns, verbs, adjectives, adverbs)."""
 
-DEFAULT_LANGUAGE_ALPHAS = np.logspace(-4, 8, 13)
-"""Study C's ridge penalties, 1e-4..1e8."""
 
 _TOKENIZER_EXTRA_FILES = ("merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "vocab.txt", "spiece.model")
-
-DEFAULT_LANGUAGE_DEPTHS: tuple[float, ...] = tuple(np.round(np.linspace(0.1, 0.9, 9), 3))
-"""Nine relative depths from 10% to 90% (Study C)."""
 
 
 # ---------------------------------------------------------------------------- words

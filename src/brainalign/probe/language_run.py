@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from brainalign.probe.language import DEFAULT_LANGUAGE_DEPTHS
+from brainalign.probe.config import DEFAULT_LANGUAGE_DEPTHS
 
 if TYPE_CHECKING:
     from brainalign.probe.language import LanguageModel

@@ -119,8 +119,8 @@ def _write_json_atomically(path: Path, content: Mapping[str, Any]) -> None:
 
 
 def now_utc() -> str:
-    """The current time, ISO 8601 in UTC, to the second."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    """The current time, ISO 8601 in UTC, to the millisecond (job durations are measured)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def parse_time(value: Any) -> datetime | None:
