@@ -2,9 +2,11 @@
 
     python benchmarks/study_overhead.py [--steps 300] [--levels 2]
 
-A tiny study (one factor, ``--levels`` learning rates, the smoke fit of ``--steps`` steps,
+A small study (one factor, ``--levels`` learning rates, the smoke fit of ``--steps`` steps,
 probes of the exports after training as separate jobs, 200 bootstrap resamples) on the
-simulated subject, run sequentially with the local launcher. From the runs' ``job.json``:
+simulated subject, run sequentially with the local launcher through the command line, as a
+user runs it (``brainalign study run``, then ``brainalign study report``). From the runs'
+``job.json``:
 
 - orchestration overhead = (``study run`` wall time - sum of the jobs' own wall times) / the
   study's wall time (target < 5%);
@@ -20,6 +22,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime
@@ -28,12 +32,11 @@ from pathlib import Path
 import yaml
 
 from brainalign.probe.simulate import simulate_subject
-from brainalign.study.config import load_study
 from brainalign.study.job_status import read_job_status
-from brainalign.study.orchestrate import run_study
-from brainalign.study.report import write_report
+from brainalign.study.table import read_table
 
 REPO = Path(__file__).resolve().parents[1]
+BRAINALIGN = Path(sys.executable).parent / "brainalign"
 
 
 def _seconds(status: dict) -> float:
@@ -83,15 +86,17 @@ def main() -> None:
             )
         )
         started = time.perf_counter()
-        table = run_study(load_study(study_file), progress=False)
+        subprocess.run([str(BRAINALIGN), "study", "run", str(study_file)], check=True)
         study_s = time.perf_counter() - started
+        table = read_table(root / "study")
         fits = [read_job_status(Path(run_dir)) for run_dir in table["run_dir"]]
         probes = [read_job_status(Path(run_dir) / "probe_exports") for run_dir in table["run_dir"]]
         jobs_s = sum(_seconds(status) for status in fits + probes)
         probe_s = sum(_seconds(status) for status in probes)
         started = time.perf_counter()
-        out = write_report(root / "study")
+        subprocess.run([str(BRAINALIGN), "study", "report", str(root / "study")], check=True)
         report_s = time.perf_counter() - started
+        out = root / "study" / "report"
         statistics_s = float(
             re.search(r"Statistics took ([0-9.]+) s", (out / "report.md").read_text()).group(1)
         )

@@ -45,7 +45,7 @@ job was requeued, SLURM starts it again and it resumes as above. The job's state
 it comes from ``squeue`` (jobs the controller still holds), then ``sacct`` (accounting, when
 the cluster has it), then ``job.json``.
 
-Local jobs run in a process pool (stdlib ``concurrent.futures``, spawn context, one fresh
+Local jobs run in a process pool (stdlib ``concurrent.futures``, forkserver context, one fresh
 process per job where Python allows): one crashing run cannot take the study down with it,
 and Lightning's global state does not leak from one run into the next.
 """
@@ -290,10 +290,36 @@ def _wait_by_polling(
 # ----------------------------------------------------------------------------- local
 
 
+#: Imported once by the fork server, so a job's fresh process starts with them loaded.
+_PRELOAD = ["brainalign.study.job_run", "torch", "lightning.pytorch", "brainalign.cli"]
+
+
+def _job_context() -> multiprocessing.context.BaseContext:
+    """Fresh processes forked from a server that has imported torch and Lightning once.
+
+    A spawned process imports them again for every job (1 to 2 s each on a 2-core machine,
+    ``benchmarks/study_overhead.py``); the fork server is single-threaded when it forks, so its
+    children are as clean as spawned ones. Falls back to spawn where there is no fork server.
+    """
+    try:
+        context = multiprocessing.get_context("forkserver")
+    except ValueError:  # platforms without fork
+        return multiprocessing.get_context("spawn")
+    context.set_forkserver_preload(_PRELOAD)
+    return context
+
+
 def _init_local_worker(threads: int) -> None:
-    """Pin the numeric libraries' threads in a fresh worker, before torch is imported."""
+    """Pin the numeric libraries' threads in a fresh worker (its share of the cores).
+
+    Torch may already be imported (by the fork server): its thread count is set directly, since
+    ``OMP_NUM_THREADS`` is only read at import. An ``OMP_NUM_THREADS`` the user set wins.
+    """
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, str(threads))
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @contextlib.contextmanager
@@ -353,7 +379,7 @@ class LocalLauncher:
             fresh_process = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 max_workers=self.max_workers,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=_job_context(),
                 initializer=_init_local_worker,
                 initargs=(threads,),
                 **fresh_process,
