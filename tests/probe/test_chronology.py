@@ -351,3 +351,21 @@ def test_truncate_chronology_without_a_file_does_nothing(tmp_path):
 def test_read_chronology_names_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="chronology.parquet does not exist"):
         read_chronology(tmp_path / "chronology.parquet")
+
+
+# ---------------------------------------------------------------------- printed summary
+@pytest.mark.parametrize("temporal_defined", [True, False])
+def test_printed_summary_says_when_the_temporal_score_is_undefined(temporal_defined, capsys):
+    from brainalign.commands.chronology import TEMPORAL_UNDEFINED, print_report
+
+    table = _chronology_table()
+    if not temporal_defined:  # every layer peaked at the same time at every probe
+        table.loc[table["metric"] == "temporal_score", "value"] = math.nan
+    times, summary, _ = analyse({"a": table})
+    print_report(times, summary)
+    meg = capsys.readouterr().out.split("[a] s1/meg/activation")[1]
+    temporal = [line for line in meg.splitlines() if "temporal_score" in line]
+    assert len(temporal) == 1
+    assert (TEMPORAL_UNDEFINED in temporal[0]) is not temporal_defined
+    if temporal_defined:
+        assert "first +0.400  last +0.500" in temporal[0]

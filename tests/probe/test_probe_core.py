@@ -180,3 +180,23 @@ def test_one_probe_block_gives_the_same_scores_in_the_cli_and_the_callback(tmp_p
     pd.testing.assert_frame_equal(
         _sorted(from_cli[columns]), _sorted(from_callback[columns]), check_exact=True
     )
+
+
+@pytest.mark.parametrize(
+    ("score", "peak_times", "expected"),
+    [
+        (0.5, [0.1, 0.2, 0.3], "temporal 0.50"),
+        (
+            float("nan"),
+            [0.115, 0.115, 0.115, 0.115],
+            "temporal undefined (every layer peaks at 115 ms)",
+        ),
+        (float("nan"), [float("nan")] * 4, "temporal undefined (no layer has a positive peak)"),
+        (float("nan"), [0.1, 0.1], "temporal undefined (needs 3+ layers)"),
+    ],
+)
+def test_the_summary_line_says_why_a_temporal_score_is_undefined(score, peak_times, expected):
+    from brainalign.probe.run import _metric_line
+
+    entry = {"score": 0.1, "best_depth": 1.0, "temporal_score": score, "t_max": peak_times}
+    assert _metric_line("encoding", entry) == f"encoding 0.100 (best depth 1.00), {expected}"

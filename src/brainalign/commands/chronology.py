@@ -297,6 +297,12 @@ def _fmt(value: Any) -> str:
     return "not reached" if value is None or value != value else f"{value:.3f}"
 
 
+TEMPORAL_UNDEFINED = (
+    "undefined at every probe: the layers' peak times (t_max in the chronology table) do not"
+    " differ, or no layer has a positive peak"
+)
+
+
 def print_report(times: pd.DataFrame, summary: dict[str, Any]) -> None:
     """Half time per ROI and the three scores at the first and last probe."""
     for run, entries in summary.items():
@@ -311,6 +317,8 @@ def print_report(times: pd.DataFrame, summary: dict[str, Any]) -> None:
                         f" (rise: {_fmt(values['half_time_rise'])})"
                     )
             subject, modality, kind = key.split("/")
+            if modality == "meg" and "temporal_score" not in entry:
+                print(f"  {'temporal_score':15s} {TEMPORAL_UNDEFINED}")
             rows = times[
                 (times["run"] == run)
                 & (times["subject"] == subject)

@@ -443,11 +443,25 @@ def _metric_line(name: str, entry: Mapping[str, Any]) -> str:
     if "spatial_score" in entry:
         line += f", spatial {entry['spatial_score']:.2f}"
     if "temporal_score" in entry:
-        line += f", temporal {entry['temporal_score']:.2f}"
+        line += f", temporal {_temporal_text(entry['temporal_score'], entry.get('t_max'))}"
     for key in ("spatial_score_backward_order", "temporal_score_backward_order"):
         if key in entry:
             line += f", {key.split('_')[0]} (backward order) {entry[key]:.2f}"
     return line
+
+
+def _temporal_text(score: float, peak_times: Sequence[float] | None) -> str:
+    """The temporal score, or why it is undefined (it is a correlation with the peak times)."""
+    if score == score:
+        return f"{score:.2f}"
+    if peak_times is not None and len(peak_times) < 3:
+        return "undefined (needs 3+ layers)"
+    peaks = [value for value in peak_times or () if value == value]
+    if not peaks:
+        return "undefined (no layer has a positive peak)"
+    if len(set(peaks)) == 1:
+        return f"undefined (every layer peaks at {1000 * peaks[0]:.0f} ms)"
+    return "undefined"
 
 
 def summarise(
