@@ -540,15 +540,8 @@ LANGUAGE_CASES = [
         "file",
         "not a folder",
         prepare=both(language_model_copy(), writes("file", "x")),
-        stage="any",
+        stage="parse",
         needs=("lm",),
-        marks=(
-            pytest.mark.xfail(
-                strict=True,
-                reason="probe-language checks its --out only when writing, after the work "
-                "(its progress bars come first): not one line",
-            ),
-        ),
     ),
     case(
         "no-config-json-subprocess",
@@ -736,7 +729,8 @@ def _permissions_are_enforced(prefix: tuple[str, ...]) -> bool:
 
 def _guard_loaders(monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
     """Make the brain reader and the model loader fail loudly where they must not run yet."""
-    from brainalign.probe import formats, models
+    from brainalign.probe import formats, language, models
+    from brainalign.probe.datasets import speech_meg
 
     def refuse(what: str) -> Callable[..., None]:
         def fail(*args: object, **kwargs: object) -> None:
@@ -746,8 +740,13 @@ def _guard_loaders(monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
 
     if stage == "parse":
         monkeypatch.setattr(formats, "load_brain", refuse("brain data were read"))
+        monkeypatch.setattr(  # probe-language's word epochs
+            formats, "load_meg_epochs_with_metadata", refuse("word epochs were read")
+        )
+        monkeypatch.setattr(speech_meg, "read_word_epochs", refuse("word epochs were read"))
     if stage in ("parse", "brain"):
         monkeypatch.setattr(models, "load_probe_model", refuse("the model was loaded"))
+        monkeypatch.setattr(language, "load_language_model", refuse("the model was loaded"))
 
 
 def run_case(

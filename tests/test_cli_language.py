@@ -215,7 +215,8 @@ def test_probe_language_on_meg_masc_recovers_the_planted_order(speech_workspace)
     assert result["noise_ceiling_words"] == 200
     table = pd.read_parquet(folder / "out" / "scores.parquet")
     ceiling = table[table["metric"] == "noise_ceiling"]
-    assert set(ceiling["group"]) == {*SPEECH_CHANNELS, "time"}
+    assert set(ceiling["group"]) == {*SPEECH_CHANNELS, "time", "all"}
+    assert not ceiling.duplicated(["group", "time"]).any()
     per_time = ceiling[ceiling["group"] == "time"].set_index("time")["value"]
     # the planted responses repeat across sessions, the noise does not
     assert per_time.loc[0.1 : latencies[-1]].min() > 0.5 and per_time.loc[:-0.05].max() < 0.2

@@ -308,12 +308,15 @@ def test_noise_ceiling_rows_stand_beside_the_scores(model, planted):
     with_repeats = _brain(words, content, mean)
     with_repeats.repeats = sessions
     scored = score_language(features, depths, words, with_repeats, **kwargs)
+    is_ceiling = scored.table["metric"].isin(["noise_ceiling", "noise_ceiling_r"])
     ceiling_rows = scored.table[scored.table["metric"] == "noise_ceiling"]
     pd.testing.assert_frame_equal(
-        scored.table[scored.table["metric"] != "noise_ceiling"].reset_index(drop=True),
+        scored.table[~is_ceiling].reset_index(drop=True),
         plain.table.reset_index(drop=True),
     )  # never folded into the scores
-    assert len(ceiling_rows) == (24 + 1) * TIMES.size  # per (channel, time) + per time
+    # per (channel, time) from the language probe, per time and overall from the core, once
+    assert len(ceiling_rows) == (24 + 1) * TIMES.size + 1
+    assert not ceiling_rows.duplicated(["group", "time"]).any()
     flat = sessions.reshape(2, len(content), -1).astype(np.float64)
     r = np.array([np.corrcoef(flat[0, :, j], flat[1, :, j])[0, 1] for j in range(flat.shape[2])])
     per_channel = ceiling_rows[ceiling_rows["group"] == "MEG003"].sort_values("time")

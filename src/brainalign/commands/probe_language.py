@@ -79,13 +79,19 @@ def add(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Namespace]
     )
 
     def run(ns: argparse.Namespace) -> None:
+        import contextlib
+
+        from brainalign.commands import preflight
         from brainalign.probe.language_run import probe_language
 
         out = Path(ns.out)
-        if out.exists() and not ns.overwrite:
-            raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-        result = probe_language(config_from_arguments(ns), progress=True)
-        result.write(out, overwrite=ns.overwrite)
+        preflight.check_new_output(out, overwrite=ns.overwrite)
+        preflight.check_cache_dir(ns.cache_dir or None)
+        config = config_from_arguments(ns)
+        with contextlib.ExitStack() as stack:  # the output is reserved before any work
+            folder = preflight.reserve_output(stack, out, overwrite=ns.overwrite)
+            result = probe_language(config, progress=True)
+            result.write_files(folder)
         for line in result.summary_lines():
             print(line)
         print(f"wrote {out}/scores.parquet, summary.json and figures/")

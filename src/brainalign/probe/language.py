@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from brainalign.probe.brain_data import BrainData
 from brainalign.probe.cache import FeatureCache, features_through_cache
 from brainalign.probe.config import DEFAULT_LANGUAGE_ALPHAS, DEFAULT_LANGUAGE_DEPTHS
 from brainalign.probe.features import reduce_features, resolve_device, resolve_dtype
+from brainalign.probe.metrics.per_group import encoding_ceiling
 from brainalign.probe.pipeline import EncodingConfig, ProbeScores, score_layers
 
 __all__ = [
@@ -511,10 +511,11 @@ def score_language(
     -------
     ProbeScores
         As :func:`brainalign.probe.pipeline.score_layers`; ``feature_kind`` "language". When
-        the MEG has repeats (``brain.repeats``: sessions of the same words) or a noise
-        ceiling, ``noise_ceiling`` rows are added (:func:`noise_ceiling_rows`) and the summary
-        gets ``noise_ceiling`` (mean over channels and times) and ``noise_ceiling_words``; they
-        are never folded into ``r``.
+        the core finds a noise ceiling (a declared one, else the split-half reliability of
+        ``brain.repeats``, sessions of the same words, restricted to the scored words), its
+        rows per time and overall are joined by one ``noise_ceiling`` row per (channel, time)
+        (:func:`noise_ceiling_rows`), and the summary gets ``noise_ceiling_words`` (the words
+        it was computed on; -1 for a declared ceiling). They are never folded into ``r``.
 
     Raises
     ------
@@ -565,28 +566,19 @@ def score_language(
         progress=progress,
         stimulus_ids=keep,
     )
-    ceiling, n_words = _scored_noise_ceiling(brain)
-    if ceiling is None:
+    if "noise_ceiling_source" not in scores.summary:
         return scores
-    rows = noise_ceiling_rows(ceiling, brain, columns=list(scores.table.columns))
-    summary = {
-        **scores.summary,
-        "noise_ceiling": float(np.nanmean(ceiling)),
-        "noise_ceiling_words": n_words,
-    }
+    # the core's ceiling (its rows per time and overall are in the table); here per channel
+    ceiling, source = encoding_ceiling(brain)
+    rows = noise_ceiling_rows(
+        ceiling.reshape(len(brain.targets), len(brain.times)),
+        brain,
+        columns=list(scores.table.columns),
+    )
+    n_words = brain.n_stimuli if source == "split_half" else -1
+    summary = {**scores.summary, "noise_ceiling_words": n_words}
     table = pd.concat([scores.table, rows], ignore_index=True)
     return replace(scores, table=table, summary=summary)
-
-
-def _scored_noise_ceiling(brain: BrainData) -> tuple[np.ndarray | None, int]:
-    """The split-half ceiling of the scored words from their repeats, else the data's own."""
-    if brain.repeats is not None and brain.repeats.shape[0] >= 2 and brain.n_stimuli >= 3:
-        from brainalign.probe.datasets.speech_meg import session_noise_ceiling
-
-        return session_noise_ceiling(brain.repeats), brain.n_stimuli
-    if brain.noise_ceiling is not None:
-        return brain.noise_ceiling, -1
-    return None, 0
 
 
 def noise_ceiling_rows(
@@ -605,16 +597,13 @@ def noise_ceiling_rows(
     Returns
     -------
     DataFrame
-        ``metric = "noise_ceiling"``; one row per (channel, time) with ``group`` the channel,
-        and one per time with ``group = "time"`` (the mean over channels).
+        ``metric = "noise_ceiling"``; one row per (channel, time) with ``group`` the channel
+        (the probe core writes the mean over channels per time, ``group = "time"``, and overall,
+        ``group = "all"``).
     """
     ceiling = np.asarray(ceiling, dtype=np.float64)  # (C, T)
     times = np.asarray(brain.times, dtype=np.float64)
     channels = brain.targets["channel"].astype(str).to_numpy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a time with NaN on every channel
-        per_time = np.nanmean(ceiling, axis=0)  # (T,)
-    groups = np.concatenate([np.repeat(channels, times.size), np.full(times.size, "time")])
     frame = pd.DataFrame(
         {
             "subject": brain.subject,
@@ -622,10 +611,10 @@ def noise_ceiling_rows(
             "feature_kind": "language",
             "layer": -1,
             "depth": np.nan,
-            "group": groups,
-            "time": np.concatenate([np.tile(times, channels.size), times]),
+            "group": np.repeat(channels, times.size),
+            "time": np.tile(times, channels.size),
             "metric": "noise_ceiling",
-            "value": np.concatenate([ceiling.reshape(-1), per_time]),
+            "value": ceiling.reshape(-1),
         }
     )
     return frame.reindex(columns=list(columns))

@@ -25,7 +25,9 @@ their events are parsed into one word table, every step is the same:
 3. **Noise ceiling** where sessions repeat the words (MEG-MASC): the split-half reliability
    across sessions per channel and time (:func:`brainalign.probe.scores.noise_ceiling_split_half`,
    Spearman-Brown corrected), in ``BrainData.noise_ceiling``; the single-session epochs stay in
-   ``BrainData.repeats`` when every word has every session.
+   ``BrainData.repeats`` when every word has every session, and the probe core computes the
+   ceiling of the scored words from them. Otherwise the ceiling of the tokens seen in every
+   session is declared (``noise_ceiling_unit = "fraction"``) and the core uses it as it is.
 
 Onsets (``onsets``): ``seconds`` (default) reads the events' ``onset`` column (seconds from the
 start of the recording, BIDS); ``samples`` reads the ``sample`` column (samples at the
@@ -501,6 +503,7 @@ def read_word_epochs(plan: SpeechPlan) -> WordEpochs:
         targets=pd.DataFrame({"channel": channels, "ch_type": info.get_channel_types()}),
         repeats=repeats,
         noise_ceiling=ceiling,
+        noise_ceiling_unit="fraction" if ceiling is not None and repeats is None else None,
         info=info,
     )
     return WordEpochs(brain=brain, words=plan.words, table=plan.table)
