@@ -376,6 +376,31 @@ def test_local_job_that_raised_gets_a_final_state(tmp_path):
     )
 
 
+def test_a_killed_but_unreaped_local_job_is_not_alive():
+    """A killed worker stays a zombie until its parent reaps it: it must count as gone, or
+    ``study run`` would wait for it forever."""
+    import signal
+    import socket
+
+    from brainalign.study.orchestrate import _alive
+
+    child = subprocess.Popen(["sleep", "60"])
+    status = {"state": RUNNING, "job_id": f"local-{child.pid}-1", "pid": child.pid}
+    status["host"] = socket.gethostname()
+    try:
+        assert _alive(status, launcher=None)
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the killed child did not become a zombie"
+            time.sleep(0.05)
+        assert not _alive(status, launcher=None)  # still unreaped here
+    finally:
+        child.wait()
+    assert not _alive(status, launcher=None)
+    assert not _alive({**status, "state": COMPLETED}, launcher=None)
+
+
 # ----------------------------------------------------------------------------- SLURM
 
 

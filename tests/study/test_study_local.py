@@ -164,6 +164,37 @@ def test_killing_study_run_mid_study_loses_no_finished_run(tmp_path, subject):
     assert np.array_equal(sorted(second["step"].unique()), [0, 1, 3, 8])
 
 
+def test_a_run_whose_earlier_job_dies_while_waited_for_is_run_again(tmp_path, subject):
+    """The race a kill leaves: the killed job's process still exists at the first look and
+    exits while ``study run`` waits for it. The run must then be submitted, not reported as
+    RUNNING."""
+    import socket
+
+    from brainalign.study.job_status import update_job_status
+
+    factors = {"lr": {"low": {"model": {"optim": {"base_lr": 0.001}}}}}
+    path = study_file(tmp_path, subject, factors=factors, after_training=False)
+    dying = subprocess.Popen(["sleep", "3"])
+    run_dir = tmp_path / "study" / "runs" / "lr=low"
+    run_dir.mkdir(parents=True)
+    update_job_status(
+        run_dir,
+        name="lr=low",
+        state="RUNNING",
+        job_id=f"local-{dying.pid}-1",
+        pid=dying.pid,
+        host=socket.gethostname(),
+    )
+    os.chdir(tmp_path)
+    try:
+        table = run_study(load_study(path), progress=False)
+    finally:
+        os.chdir(REPO)
+        dying.wait()
+    assert list(table["status"]) == ["COMPLETED"]
+    assert read_job_status(run_dir)["job_id"] != f"local-{dying.pid}-1"
+
+
 def test_a_study_mixing_a_trained_model_and_a_model_to_probe(tmp_path, subject, monkeypatch):
     monkeypatch.chdir(tmp_path)
     factors = {

@@ -150,13 +150,18 @@ def _alive(status: dict[str, Any], launcher: Any) -> bool:
 
 
 def _process_exists(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, killed but not yet reaped, is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # Linux: the state letter follows the parenthesised command name
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _due(run_dir: Path, launcher: Any) -> bool:
@@ -219,14 +224,18 @@ def run_study(
                 f"[study {study.name}] {len(plans)} runs, {len(due)} to submit, "
                 f"{len(running)} still queued or running ({study_dir})"
             )
-        if study.probing.beside_training:  # export probes start with their fits
-            due += _export_probes(plans, launcher, fits=[job.name for job in due], follow=True)
-        ids = _submit(launcher, due)
+        ids = _submit_fits(study, plans, launcher, due)
         write_table(build_table(plans, factors), study_dir)
         if wait:
             if ids:
                 launcher.wait(ids)
             _wait_for(running, launcher)
+            # A job that an earlier invocation left and that ended without completing (its
+            # process was still exiting when we looked, or it failed) is submitted once now.
+            revived = [plan.job for plan in running if _due(plan.run_dir, launcher)]
+            ids = _submit_fits(study, plans, launcher, revived)
+            if ids:
+                launcher.wait(ids)
         if study.probing.probes_exports and wait:
             jobs = _export_probes(plans, launcher)
             if progress and jobs:
@@ -241,6 +250,17 @@ def run_study(
     table = build_table(plans, factors)
     write_table(table, study_dir)
     return table
+
+
+def _submit_fits(
+    study: StudyConfig, plans: Sequence[RunPlan], launcher: Any, due: list[JobSpec]
+) -> list[str]:
+    """Submit the run jobs ``due`` (with their export probes when those run beside training)."""
+    if not due:
+        return []
+    if study.probing.beside_training:  # export probes start with their fits
+        due = due + _export_probes(plans, launcher, fits=[job.name for job in due], follow=True)
+    return _submit(launcher, due)
 
 
 def _wait_for(plans: Sequence[RunPlan], launcher: Any, poll_s: float = 2.0) -> None:
