@@ -152,6 +152,7 @@ def test_of_writers_started_together_exactly_one_succeeds(tmp_path, overwrite):
         from pathlib import Path
         from brainalign.utils.atomic import atomic_directory
         out, go, name, overwrite = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
+        (go.parent / f"ready-{name}").write_text("")
         while not go.exists():
             time.sleep(0.001)
         try:
@@ -163,7 +164,10 @@ def test_of_writers_started_together_exactly_one_succeeds(tmp_path, overwrite):
             sys.exit(3)
         """
     writers = [run_python(code, str(out), str(go), f"writer{i}", str(overwrite)) for i in range(3)]
-    time.sleep(1.0)  # all three interpreters started and polling
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready-*"))) < 3:  # all three imported and polling
+        assert time.monotonic() < deadline, [writer.poll() for writer in writers]
+        time.sleep(0.01)
     go.write_text("")
     codes = [writer.wait(timeout=60) for writer in writers]
     assert sorted(codes) == [0, 3, 3], [writer.stderr.read() for writer in writers]
