@@ -12,6 +12,10 @@ Printed (machine load before and after, then one line per comparison):
   timed on ``--baseline-pairs`` pairs and scaled to all pairs (each pair costs the same), and
   (b) rsatoolbox used at its best: each RDM computed once with ``calc_rdm`` and one ``compare``
   of the two RDM stacks. The largest difference from rsatoolbox is printed too.
+- RSA bootstrap over stimuli, ``--n-resamples`` resamples of the same RDM pairs:
+  ``bootstrap_compare_rdms`` (RDMs once, each resample a weighting of their pairs) against the
+  plain loop that resamples the patterns, recomputes every RDM, drops the pairs of two copies of
+  one stimulus and compares (timed on ``--baseline-resamples`` resamples and scaled).
 - CKA, unbiased linear CKA: ``linear_cka`` against a plain numpy loop over pairs (the
   feature-space debiased formula of Kornblith et al.'s code, one pair at a time).
 - Banded ridge with 2 feature spaces (``fit_banded_ridge``, himalaya random search) against two
@@ -32,7 +36,10 @@ import warnings
 import numpy as np
 import torch
 
+from brainalign.probe.bootstrap import resample_counts, resample_indices
 from brainalign.probe.metrics import fit_banded_ridge, linear_cka, representational_similarity
+from brainalign.probe.metrics.rsa import compare_rdms, rdms
+from brainalign.probe.metrics.rsa_bootstrap import bootstrap_compare_rdms
 from brainalign.probe.ridge import fit_encoding
 
 
@@ -117,6 +124,37 @@ def benchmark_rsa(layers, rois, baseline_pairs: int) -> None:
     )
 
 
+def loop_bootstrap_rsa(layers, rois, indices) -> np.ndarray:
+    """The plain bootstrap: resample, recompute the RDMs, drop identical pairs, compare."""
+    n = indices.shape[1]
+    rows, columns = np.triu_indices(n, 1)
+    result = np.empty((len(indices), len(layers), len(rois)))
+    for b, drawn in enumerate(indices):
+        keep = drawn[rows] != drawn[columns]
+        layer_rdms = rdms([layer[drawn] for layer in layers])[:, keep]
+        roi_rdms = rdms([roi[drawn] for roi in rois])[:, keep]
+        result[b] = compare_rdms(layer_rdms, roi_rdms, "spearman")
+    return result
+
+
+def benchmark_rsa_bootstrap(layers, rois, n_resamples: int, baseline_resamples: int) -> None:
+    n = layers[0].shape[0]
+    counts = resample_counts(n, n_boot=n_resamples, seed=0)
+    start = time.perf_counter()
+    layer_rdms, roi_rdms = rdms(layers), rdms(rois)
+    ours = bootstrap_compare_rdms(layer_rdms, roi_rdms, counts, "spearman")
+    ours_time = time.perf_counter() - start
+    indices = resample_indices(n, n_boot=baseline_resamples, seed=0)
+    looped, loop_time = timed(loop_bootstrap_rsa, layers, rois, indices)
+    loop_time *= n_resamples / baseline_resamples
+    print(
+        f"RSA bootstrap {len(layers)}x{len(rois)} pairs, {n_resamples} resamples (Spearman): "
+        f"ours {ours_time:.1f} s; plain loop {loop_time:.1f} s (timed on {baseline_resamples} "
+        f"resamples, scaled): ratio {loop_time / ours_time:.1f}x; max |difference| "
+        f"{np.abs(ours[:baseline_resamples] - looped).max():.1e}"
+    )
+
+
 def benchmark_cka(layers, rois) -> None:
     ours, ours_time = timed(linear_cka, layers, rois)
     start = time.perf_counter()
@@ -163,6 +201,11 @@ def main() -> None:
     parser.add_argument("--n-features", type=int, default=768)
     parser.add_argument("--n-voxels", type=int, default=500)
     parser.add_argument("--baseline-pairs", type=int, default=6)
+    parser.add_argument("--n-resamples", type=int, default=100)
+    parser.add_argument("--baseline-resamples", type=int, default=3)
+    parser.add_argument(
+        "--only", choices=["rsa", "rsa_bootstrap", "cka", "banded"], help="one comparison"
+    )
     parser.add_argument("--banded-features", type=int, default=256)
     parser.add_argument("--banded-targets", type=int, default=1000)
     parser.add_argument("--n-iter", type=int, default=10)
@@ -175,9 +218,17 @@ def main() -> None:
     rsatoolbox_each_rdm_once(warm, warm)
     linear_cka(warm, warm)
     layers, rois = make_sets(args, rng)
-    benchmark_rsa(layers, rois, args.baseline_pairs)
-    benchmark_cka(layers, rois)
-    benchmark_banded(args, rng)
+    runs = {
+        "rsa": lambda: benchmark_rsa(layers, rois, args.baseline_pairs),
+        "rsa_bootstrap": lambda: benchmark_rsa_bootstrap(
+            layers, rois, args.n_resamples, args.baseline_resamples
+        ),
+        "cka": lambda: benchmark_cka(layers, rois),
+        "banded": lambda: benchmark_banded(args, rng),
+    }
+    for name, run in runs.items():
+        if args.only in (None, name):
+            run()
     print(load_line("after"))
 
 

@@ -226,3 +226,24 @@ def test_rsa_ceiling_across_subjects_on_the_same_stimuli(simulated):
     rois = list(dict.fromkeys(brain.targets["roi"]))
     assert lower[1 + rois.index("V1")] == pytest.approx(compare_rdms(*v1_rdms)[0, 0], rel=1e-9)
     assert ceilings[0].rsa is None  # the halves have no repeats: no split-half ceiling
+
+
+@pytest.mark.slow
+def test_rsa_gets_intervals_and_curve_resamples_and_cka_none(simulated):
+    from brainalign.probe.config import BootstrapConfig
+
+    run, _, _ = probe(simulated, ["rsa", "cka"], bootstrap=BootstrapConfig(n_resamples=60))
+    table = run.table
+    rsa = table[table["metric"] == "rsa"]
+    assert rsa[["ci_low", "ci_high"]].notna().all().all()
+    assert (rsa["ci_low"] <= rsa["value"] + 1e-9).mean() > 0.95
+    assert (rsa["value"] <= rsa["ci_high"] + 1e-9).mean() > 0.95
+    assert (rsa["ci_high"] > rsa["ci_low"]).all()  # real resamples, not a constant
+    for score, modality in (("spatial_score_rsa", "fmri"), ("temporal_score_rsa", "meg")):
+        row = table[(table["metric"] == score) & (table["modality"] == modality)].iloc[0]
+        assert row["ci_low"] <= row["value"] <= row["ci_high"]
+        assert row["ci_low"] > 0.5  # the planted hierarchy is far from chance under RSA too
+    assert table.loc[table["metric"].str.contains("cka"), ["ci_low", "ci_high"]].isna().all().all()
+    curves = set(run.replicates["curve"])
+    assert {"rsa", "rsa/spatial_score", "rsa/roi/V1", "rsa/window/80-130ms"} <= curves
+    assert not any(curve.startswith("cka") for curve in curves)

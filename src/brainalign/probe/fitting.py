@@ -78,10 +78,16 @@ class MetricFit:
         The metric with every target as one set (the ``all`` group).
     group : ndarray of shape (n_groups,)
         Per ROI (:func:`group_names` order) or per MEG time sample (channels as the set).
+    boot_overall : ndarray of shape (n_boot,), optional
+        ``overall`` in each bootstrap resample of the stimuli (metrics that have one).
+    boot_group : ndarray of shape (n_boot, n_groups), optional
+        ``group`` in each resample.
     """
 
     overall: float
     group: np.ndarray
+    boot_overall: np.ndarray | None = None
+    boot_group: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ Other metrics (``ProbeConfig.metrics``: ``rsa``, ``cka``, ``cka_cv``, see
 encoding rows never change: per layer and group ``metric = <m>`` (``all``, ROIs, MEG time
 samples and windows, as ``r``), and summary rows ``score_<m>`` (the best layer's value over all
 targets), ``best_depth_<m>`` (per ROI), ``spatial_score_<m>``, ``t_max_<m>`` (per layer) and
-``temporal_score_<m>``: the spatial and temporal scores computed from that metric. Their values
-have no bootstrap interval (``ci_low``/``ci_high`` NaN). The summary holds them under
-``metrics.<m>``.
+``temporal_score_<m>``: the spatial and temporal scores computed from that metric. With a
+bootstrap, RSA rows (Pearson and Spearman comparisons) get intervals and chronology curves as
+encoding rows do (:mod:`brainalign.probe.metrics.rsa_bootstrap`); CKA and Kendall's tau-a rows
+have none (``ci_low``/``ci_high`` NaN). The summary holds them under ``metrics.<m>``.
 
 Noise ceilings (:class:`~brainalign.probe.metrics.per_group.TargetCeilings`), rows at
 ``layer = -1`` per group: ``noise_ceiling`` (mean over the group's targets of the explainable
@@ -231,7 +232,8 @@ def summarise_fits(
         brain.modality,
         feature_kind,
         level=level,
-        with_intervals=boot.overall_r is not None,
+        with_intervals=boot.overall_r is not None
+        or any(item.boot_overall is not None for item in fits[0].metrics.values()),
     )
     summary: dict[str, Any] = {
         "subject": brain.subject,
@@ -318,9 +320,16 @@ def _metric_rows(
     brain: BrainData,
     meg_windows: Sequence[tuple[float, float]],
 ) -> dict[str, Any]:
-    """One other metric's rows and scores (no bootstrap); returns its summary entry."""
+    """One other metric's rows and scores (intervals where it has replicates); its summary."""
     layers = [fit.layer for fit in fits]
-    overall = np.array([fit.metrics[names.metric].overall for fit in fits], dtype=np.float64)
+    measured = [fit.metrics[names.metric] for fit in fits]
+    boot = NO_REPLICATES
+    if all(item.boot_overall is not None for item in measured):
+        boot = Replicates(
+            np.stack([item.boot_overall for item in measured], axis=1),
+            np.stack([item.boot_group for item in measured], axis=1),
+        )
+    overall = np.array([item.overall for item in measured], dtype=np.float64)
     finite = np.where(np.isfinite(overall), overall, -np.inf)
     best = int(np.argmax(finite))
     summary: dict[str, Any] = {
@@ -329,16 +338,17 @@ def _metric_rows(
         "best_depth": float(depths[layers[best]]),
         "by_layer": overall.tolist(),
     }
-    for fit, value in zip(fits, overall):
-        rows.add(names.layer, value, layer=fit.layer, depth=depths[fit.layer])
-    by_group = np.stack([fit.metrics[names.metric].group for fit in fits])  # (n_layers, n_groups)
+    for index, (fit, value) in enumerate(zip(fits, overall)):
+        depth = depths[fit.layer]
+        rows.add(names.layer, value, layer=fit.layer, depth=depth, replicates=boot.overall(index))
+    by_group = np.stack([item.group for item in measured])  # (n_layers, n_groups)
     if brain.modality == "fmri":
-        fmri_rows(rows, summary, by_group, NO_REPLICATES, depths, layers, brain, names)
+        fmri_rows(rows, summary, by_group, boot, depths, layers, brain, names)
     else:
-        meg_rows(
-            rows, summary, by_group, NO_REPLICATES, depths, layers, brain.times, meg_windows, names
-        )
-    rows.add(names.score, summary["score"])
+        meg_rows(rows, summary, by_group, boot, depths, layers, brain.times, meg_windows, names)
+    score_replicates = boot.encoding_score()  # the best layer's value, chosen per replicate
+    rows.add(names.score, summary["score"], replicates=score_replicates)
+    rows.add_curve(names.curve(), score_replicates)
     return summary
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from brainalign.probe.brain_data import BrainData
 from brainalign.probe.config import (
+    BootstrapConfig,
     CKAConfig,
     EncodingConfig,
     ProbeConfig,
@@ -107,23 +108,45 @@ def _chunks(mask: np.ndarray, n_per_chunk: int) -> list[np.ndarray]:
 
 
 # ---------------------------------------------------------------------------- metrics
-def _rsa(layers: list[np.ndarray], brain: BrainData, options: RSAConfig, device: Any) -> np.ndarray:
+def _rsa(
+    layers: list[np.ndarray],
+    brain: BrainData,
+    options: RSAConfig,
+    device: Any,
+    counts: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """RSA of every layer with every set, and its bootstrap replicates given ``counts``.
+
+    Returns (n_layers, n_sets) values and (n_boot, n_layers, n_sets) replicates (None without
+    ``counts`` or for a comparison without a bootstrap).
+    """
     from brainalign.probe.metrics.rsa import average_ranks, compare_rdms, n_pairs, rdms
+    from brainalign.probe.metrics.rsa_bootstrap import (
+        BOOTSTRAPPED_COMPARISONS,
+        bootstrap_compare_rdms,
+    )
 
     crossnobis = options.distance == "crossnobis"
     sets = group_sets(brain, repeats=crossnobis)
-    model = rdms(layers, options.layer_distance, device=device)  # (n_layers, n_pairs)
-    method = options.comparison
+    layer_rdms = rdms(layers, options.layer_distance, device=device)  # (n_layers, n_pairs)
+    model, method = layer_rdms, options.comparison
     if method == "spearman":  # Pearson of ranks: the layers' ranks once, not once per chunk
-        model, method = average_ranks(model), "pearson"
+        model, method = average_ranks(layer_rdms), "pearson"
     result = np.full((len(layers), len(sets)), np.nan)
+    boot = None
+    if counts is not None and options.comparison in BOOTSTRAPPED_COMPARISONS:
+        boot = np.full((counts.shape[0], len(layers), len(sets)), np.nan)
     per_chunk = max(1, _RDM_BUDGET_VALUES // n_pairs(brain.n_stimuli))
     for chunk in _chunks(_usable(sets, options.distance), per_chunk):
         brain_rdms = rdms([sets[i] for i in chunk], options.distance, device=device)
+        if boot is not None:
+            boot[:, :, chunk] = bootstrap_compare_rdms(
+                layer_rdms, brain_rdms, counts, options.comparison
+            )
         if options.comparison == "spearman":
             brain_rdms = average_ranks(brain_rdms)
         result[:, chunk] = compare_rdms(model, brain_rdms, method)
-    return result
+    return result, boot
 
 
 def _cka(
@@ -143,6 +166,7 @@ def measure_layers(
     *,
     rsa: RSAConfig | None = None,
     cka: CKAConfig | None = None,
+    bootstrap: BootstrapConfig | None = None,
     device: Any = "cpu",
 ) -> dict[int, dict[str, MetricFit]]:
     """Every metric of every layer against every group of ``brain``.
@@ -155,6 +179,12 @@ def measure_layers(
     metrics : sequence of {"rsa", "cka", "cka_cv"}
         ``encoding`` is skipped (the ridge is :func:`brainalign.probe.fitting.fit_layer`).
     rsa, cka : options of those metrics (defaults: :class:`RSAConfig`, :class:`CKAConfig`)
+    bootstrap : BootstrapConfig, optional
+        With ``n_resamples > 0``, RSA with a Pearson or Spearman comparison also gets its
+        replicates over stimuli (:mod:`brainalign.probe.metrics.rsa_bootstrap`; the same
+        resamples for every layer). CKA and Kendall's tau-a get none: in a resample, two copies
+        of a stimulus form a pair whose similarity is the stimulus's own (the diagonal that
+        the unbiased HSIC leaves out), and tau-a has no weighted form here.
     device : str or torch.device
         Where the matrix products run (``cpu``, ``cuda``, ``auto``).
 
@@ -166,17 +196,28 @@ def measure_layers(
     layers = sorted(features)
     stack = [np.asarray(features[layer], dtype=np.float64) for layer in layers]
     measured: dict[int, dict[str, MetricFit]] = {layer: {} for layer in layers}
+    counts = None
+    if bootstrap is not None and bootstrap.n_resamples > 0:
+        from brainalign.probe.bootstrap import resample_counts
+
+        counts = resample_counts(brain.n_stimuli, bootstrap.n_resamples, bootstrap.seed)
     for metric in metrics:
         if metric == "encoding":
             continue
+        boot = None
         if metric == "rsa":
-            values = _rsa(stack, brain, rsa, device)
+            values, boot = _rsa(stack, brain, rsa, device, counts)
         elif metric in ("cka", "cka_cv"):
             values = _cka(stack, brain, cka, device, cv=metric == "cka_cv")
         else:
             raise ValueError(f"unknown metric {metric!r}; use rsa, cka or cka_cv")
         for row, layer in enumerate(layers):  # values: (n_layers, 1 + n_groups)
-            measured[layer][metric] = MetricFit(float(values[row, 0]), values[row, 1:].copy())
+            measured[layer][metric] = MetricFit(
+                float(values[row, 0]),
+                values[row, 1:].copy(),
+                boot_overall=None if boot is None else boot[:, row, 0].copy(),
+                boot_group=None if boot is None else boot[:, row, 1:].copy(),
+            )
     return measured
 
 
@@ -402,7 +443,13 @@ def add_metrics(
     if not others or not fits:  # a DDP share may hold no layer
         return list(fits)
     measured = measure_layers(
-        features, brain, others, rsa=config.rsa, cka=config.cka, device=config.device
+        features,
+        brain,
+        others,
+        rsa=config.rsa,
+        cka=config.cka,
+        bootstrap=config.bootstrap,
+        device=config.device,
     )
     return [replace(fit, metrics={**fit.metrics, **measured[fit.layer]}) for fit in fits]
 
