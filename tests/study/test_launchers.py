@@ -556,7 +556,10 @@ def test_slurm_requeued_fit_resumes_from_last_checkpoint(slurm_cluster, tmp_path
 
     first = wait_for_step(spec, 2, restarts=0)
     subprocess.run(["scontrol", "requeue", job_id], check=True)
-    second = wait_for_step(spec, first + 2, restarts=1)
+    # once the second attempt runs, last.ckpt is where the first stopped (its SIGTERM save):
+    # the second must train two steps of its own before it is signalled in turn
+    resumed_at = wait_for_step(spec, 0, restarts=1)
+    second = wait_for_step(spec, resumed_at + 2, restarts=1)
     assert read_job_status(spec.run_dir)["resumed"] is True
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # what --signal sends
     outcome = launcher.wait([job_id], poll_s=0.5, timeout_s=400)[job_id]
