@@ -186,3 +186,44 @@ def test_a_share_without_layers_fits_nothing(planted):
     features = {kind: {0: array} for kind, array in spaces.items()}
     fits = run_core(target, features, config_for(metrics=("cka",)), share=(1, 2))
     assert fits == {(0, "activation"): [], (0, "gradient"): []}
+
+
+@pytest.mark.slow
+def test_unique_and_shared_variance_are_followed_in_the_chronology_and_tensorboard(planted):
+    from brainalign.callbacks.brain_logging import scalar_values
+    from brainalign.probe.chronology import curves, half_times
+    from brainalign.probe.report import chronology_curves
+
+    target, spaces = planted
+    features = {kind: {0: array.astype(np.float32)} for kind, array in spaces.items()}
+    config = config_for()
+    fits = run_core(target, features, config)
+    run = summarise([target], fits, {0: 1.0}, config, model_name="planted", architecture="-")
+    early = run.table.assign(value=run.table["value"] / 4, step=10, train_fraction=0.1)
+    late = run.table.assign(step=100, train_fraction=1.0)
+    table = pd.concat([early, late], ignore_index=True).assign(status="ok")
+    curve_table = curves(table)
+    partitioned = curve_table[curve_table["feature_kind"] == "activation+gradient"]
+    by_curve = partitioned.set_index(["curve", "step"])["value"]
+    value = run.table.set_index(["metric", "space", "group"])["value"]
+    expected = {
+        "unique_variance/activation/layer_0": value["unique_variance", "activation", "all"],
+        "unique_variance/gradient/layer_0/roi/AB": value["unique_variance", "gradient", "AB"],
+        "shared_variance/activation+gradient/layer_0/roi/A": value[
+            "shared_variance", "activation+gradient", "A"
+        ],
+    }
+    for curve, final in expected.items():
+        assert by_curve[curve, 100] == pytest.approx(final)
+        assert by_curve[curve, 10] == pytest.approx(final / 4)
+    assert not partitioned["curve"].str.startswith("r2_").any()  # fits, not shares
+    times = half_times(curve_table)
+    row = times[times["curve"] == "unique_variance/activation/layer_0"].iloc[0]
+    assert 0.1 < row["half_time"] < 1.0  # a quarter at 0.1, all at 1.0: half in between
+    tags = scalar_values("brain", run.scores[0], [])
+    unique = value["unique_variance", "activation", "AB"]
+    assert tags["brain/planted/fmri/unique_variance/activation/layer_0/roi/AB"] == pytest.approx(
+        unique
+    )
+    figure = chronology_curves(curve_table)
+    assert "variance partitioning" in [axis.get_title() for axis in figure.axes]

@@ -8,6 +8,9 @@ Tags are rooted at the probe's name (``brain`` by default):
 - for every other metric probed (``rsa``, ``cka``, ``cka_cv``): ``.../<metric>`` (its best
   layer's score), ``.../<metric>/spatial_score``, ``.../<metric>/temporal_score``,
   ``.../<metric>/roi/<ROI>``, ``.../<metric>/window/<label>``: the chronology's curves;
+- with variance partitioning, each unique and shared variance, over all targets, per ROI and
+  per MEG window (``.../unique_variance/gradient/layer_3[/roi/V1]``, the chronology's names
+  from :func:`~brainalign.probe.metric_names.partition_curve`);
 - figures under ``<name>_figures/`` (those of :func:`brainalign.probe.report.probe_figures`,
   brain maps included); ``<name>/probe_failed`` for failed probes;
 - a custom-scalars layout (one chart per score, ROI and window family) and the HParams summary
@@ -24,6 +27,7 @@ import lightning as L
 import pandas as pd
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from brainalign.probe.metric_names import PARTITION_REGIONS, partition_curve
 from brainalign.probe.pipeline import MetricNames, ProbeScores, window_label
 
 __all__ = [
@@ -69,6 +73,15 @@ def scalar_values(
         names = MetricNames(metric)
         values[f"{prefix}/{names.curve()}"] = entry["score"]
         values.update(_metric_scalars(prefix, names, entry, table, meg_windows))
+    if "space" in table.columns:
+        rows = table[
+            table["metric"].isin(PARTITION_REGIONS)
+            & table["time"].isna()
+            & (table["group"] != "time")
+        ]
+        for row in rows.itertuples(index=False):
+            curve = partition_curve(row.metric, row.space, int(row.layer), row.group)
+            values[f"{prefix}/{curve}"] = row.value
     return {tag: float(value) for tag, value in values.items()}
 
 

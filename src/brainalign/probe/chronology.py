@@ -7,7 +7,10 @@ per probed checkpoint (``step``, ``train_fraction``, ``status`` columns added). 
   ``temporal_score``, ``roi/<name>`` (best layer's R in that ROI) and ``window/<label>`` (best
   layer's R in that MEG window); for each other metric probed (``rsa``, ``cka``, ``cka_cv``)
   the same curves prefixed by its name (``rsa`` for its best layer's score, ``rsa/spatial_score``,
-  ``rsa/temporal_score``, ``rsa/roi/V1``, ``rsa/window/80-130ms``);
+  ``rsa/temporal_score``, ``rsa/roi/V1``, ``rsa/window/80-130ms``); with variance
+  partitioning, each unique and shared variance over all targets, per ROI and per MEG window
+  (:func:`~brainalign.probe.metric_names.partition_curve`: ``unique_variance/gradient/layer_3``,
+  ``shared_variance/activation+gradient/layer_3/roi/V1``...);
 - :func:`half_time`: the training fraction where a curve first reaches 50% of its final value
   (Study A's definition), or 50% of its rise from the first probe (``definition="rise"``),
   interpolating linearly between probes; NaN when it is never reached or undefined;
@@ -28,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from brainalign.probe.config import METRICS
-from brainalign.probe.metric_names import MetricNames
+from brainalign.probe.metric_names import PARTITION_REGIONS, MetricNames, partition_curve
 from brainalign.utils.atomic import atomic_path
 
 HalfTimeDefinition = Literal["final", "rise"]
@@ -113,6 +116,20 @@ def _best_layer_curves(ok: pd.DataFrame, keys: list[str], names: MetricNames) ->
     return best.drop(columns="group")
 
 
+def _partition_curves(ok: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Unique and shared variance per step (all targets, ROIs, MEG windows; not time samples)."""
+    if "space" not in ok.columns:
+        return pd.DataFrame()
+    rows = ok[ok["metric"].isin(PARTITION_REGIONS) & ok["time"].isna() & (ok["group"] != "time")]
+    names = [
+        partition_curve(metric, space, int(layer), group)
+        for metric, space, layer, group in zip(
+            rows["metric"], rows["space"], rows["layer"], rows["group"]
+        )
+    ]
+    return rows[[*keys, "value"]].assign(curve=names)
+
+
 def curves(table: pd.DataFrame, run: str = "run") -> pd.DataFrame:
     """One value per curve and probed step.
 
@@ -141,6 +158,9 @@ def curves(table: pd.DataFrame, run: str = "run") -> pd.DataFrame:
             rows = summary[summary["metric"] == (names.of(base) if base else names.score)]
             parts.append(rows[[*keys, "value"]].assign(curve=names.curve(base)))
         parts.append(_best_layer_curves(ok, keys, names))
+    partitions = _partition_curves(ok, keys)
+    if not partitions.empty:
+        parts.append(partitions)
     result = pd.concat(parts, ignore_index=True).assign(run=run)
     result = result.dropna(subset=["value"])
     return result[[*CURVE_KEYS, "step", "train_fraction", "value"]].sort_values(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ENCODING", "MetricNames"]
+__all__ = ["ENCODING", "PARTITION_REGIONS", "MetricNames", "partition_curve"]
 
 
 @dataclass(frozen=True)
@@ -56,3 +56,20 @@ class MetricNames:
 
 
 ENCODING = MetricNames("encoding")
+
+
+#: The variance-partitioning rows that are followed over training (chronology, TensorBoard).
+PARTITION_REGIONS: tuple[str, ...] = ("unique_variance", "shared_variance")
+
+
+def partition_curve(metric: str, space: str, layer: int, group: str = "all") -> str:
+    """Curve of one variance-partitioning row: ``<metric>/<space>[/layer_<i>][/roi|window/<g>]``.
+
+    ``partition_curve("unique_variance", "gradient", 3)`` -> ``unique_variance/gradient/layer_3``;
+    a partition of two layers (``layer = -1``, the layers named in ``space``) has no layer part;
+    an ROI adds ``/roi/V1``, an MEG window ``/window/80-130ms``.
+    """
+    name = f"{metric}/{space}" + (f"/layer_{layer}" if layer >= 0 else "")
+    if group == "all":
+        return name
+    return f"{name}/{'window' if group.endswith('ms') else 'roi'}/{group}"

@@ -251,10 +251,12 @@ def chronology_curves(curve_table: pd.DataFrame, *, title: str = "") -> Figure:
     """Score curves against training fraction (log axis), one panel per kind of curve.
 
     Panels: the scores (encoding, spatial and temporal, and those of other metrics: ``rsa``,
-    ``rsa/spatial_score``...), the ROI curves and the MEG-window curves (of encoding); runs
-    are distinguished by line style when there are several.
+    ``rsa/spatial_score``...), the ROI curves and the MEG-window curves (of encoding), and with
+    variance partitioning its unique and shared variance over all targets; runs are
+    distinguished by line style when there are several.
     """
     from brainalign.probe.chronology import SCORE_CURVES, metric_score_curves
+    from brainalign.probe.metric_names import PARTITION_REGIONS
 
     panels = [
         (
@@ -264,6 +266,11 @@ def chronology_curves(curve_table: pd.DataFrame, *, title: str = "") -> Figure:
         ),
         ("ROIs", curve_table["curve"].str.startswith("roi/")),
         ("MEG windows", curve_table["curve"].str.startswith("window/")),
+        (
+            "variance partitioning",
+            curve_table["curve"].str.startswith(tuple(f"{region}/" for region in PARTITION_REGIONS))
+            & ~curve_table["curve"].str.contains("/roi/|/window/"),
+        ),
     ]
     panels = [(name, mask) for name, mask in panels if mask.any()]
     figure, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 3.6))
