@@ -30,9 +30,17 @@ __all__ = [
     "check_unique_ids",
     "format_id_list",
     "resolve_image_path",
+    "stimulus_id_strings",
 ]
 
 _HASH_CHUNK_ROWS = 64
+
+
+def stimulus_id_strings(column: pd.Series) -> list[str]:
+    """Stimulus ids read from a table as strings (integer-valued floats without a '.0')."""
+    if pd.api.types.is_float_dtype(column) and np.all(np.mod(column.dropna(), 1) == 0):
+        column = column.astype("Int64")
+    return [str(value) for value in column]
 
 
 def format_id_list(missing: Sequence[str], total: int, *, shown: int = 5) -> str:
