@@ -14,30 +14,34 @@ default) that have an MEG epoch, reduces each layer to ``n_components`` PCA comp
 maps MEG to features with one decoder per time sample (brain -> model, Study C's published
 direction; ``direction="encoding"`` fits model -> every (channel, time)), alphas 1e-4..1e8. The
 temporal score is Study A's: Pearson r between layer depth and T_max.
+
+The word table is :mod:`brainalign.probe.words` and the model folder
+:mod:`brainalign.probe.language_model` (both re-exported here); this module extracts the
+features and scores them.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
-from brainalign.models.weights import hash_weights
 from brainalign.probe.brain_data import BrainData
 from brainalign.probe.cache import FeatureCache, features_through_cache
 from brainalign.probe.config import DEFAULT_LANGUAGE_ALPHAS, DEFAULT_LANGUAGE_DEPTHS
 from brainalign.probe.features import reduce_features, resolve_device, resolve_dtype
+from brainalign.probe.language_model import (
+    LanguageModel,
+    check_language_model_folder,
+    load_language_model,
+)
 from brainalign.probe.metrics.per_group import encoding_ceiling
 from brainalign.probe.pipeline import EncodingConfig, ProbeScores, score_layers
+from brainalign.probe.words import CONTENT_POS, WordSequence
 
 __all__ = [
     "CONTENT_POS",
@@ -52,265 +56,6 @@ __all__ = [
     "noise_ceiling_rows",
     "score_language",
 ]
-
-CONTENT_POS: tuple[str, ...] = ("NOUN", "VERB", "ADJ", "ADV")
-"""Universal POS tags of content words (Study C keeps nouns, verbs, adjectives, adverbs)."""
-
-
-_TOKENIZER_EXTRA_FILES = ("merges.txt", "tokenizer_config.json", "special_tokens_map.json")
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "vocab.txt", "spiece.model")
-
-
-# ---------------------------------------------------------------------------- words
-@dataclass(frozen=True)
-class WordSequence:
-    """Words in presentation order, each with the stimulus id of its MEG epoch.
-
-    Attributes
-    ----------
-    ids : tuple of str, (n_words,)
-        Unique stimulus id per word token (the ``stimulus_id`` of its epochs).
-    words : tuple of str, (n_words,)
-    stories : tuple of str, (n_words,)
-        Story (or run) of each word; context never crosses a story boundary.
-    content : ndarray of bool, shape (n_words,)
-        Whether the word is scored (content words); every word serves as context.
-    content_known : bool
-        False when nothing says which words are content words (a data set without
-        part-of-speech annotation): ``content`` is then all True, and scoring content words
-        only is refused (:func:`score_language`).
-    source : str
-        Where the words come from, for messages.
-    """
-
-    ids: tuple[str, ...]
-    words: tuple[str, ...]
-    stories: tuple[str, ...]
-    content: np.ndarray
-    content_known: bool = True
-    source: str = ""
-
-    @classmethod
-    def from_table(
-        cls, table: pd.DataFrame, source: str, *, content_pos: Sequence[str] = CONTENT_POS
-    ) -> WordSequence:
-        """Read a table with ``stimulus_id`` and ``word`` columns, rows in presentation order.
-
-        Optional columns: ``story`` (else one story), and ``is_content`` (bool) or ``pos``
-        (content = ``pos`` in ``content_pos``); without either, every word is a content word.
-
-        Raises
-        ------
-        ValueError
-            Missing columns, empty or repeated ids, empty words; ``source`` names the table.
-        """
-        missing = [column for column in ("stimulus_id", "word") if column not in table.columns]
-        if missing:
-            raise ValueError(
-                f"{source}: the word table needs the column(s) {missing} (one row per word "
-                f"token in presentation order); columns present: {list(table.columns)}"
-            )
-        if table.empty:
-            raise ValueError(f"{source}: the word table has no rows")
-        ids = table["stimulus_id"].astype(str)
-        repeated = ids[ids.duplicated()].unique().tolist()
-        if repeated:
-            raise ValueError(
-                f"{source}: stimulus_id must be unique per word token; repeated: {repeated[:5]}"
-            )
-        words = table["word"].fillna("").astype(str).str.strip()
-        empty = ids[words == ""].tolist()
-        if empty:
-            raise ValueError(f"{source}: empty word for stimulus_id {empty[:5]}")
-        stories = table["story"].astype(str) if "story" in table.columns else ["0"] * len(table)
-        if "is_content" in table.columns:
-            content = table["is_content"].astype(bool).to_numpy()
-        elif "pos" in table.columns:
-            allowed = {tag.upper() for tag in content_pos}
-            content = table["pos"].astype(str).str.upper().isin(allowed).to_numpy()
-        else:
-            content = np.ones(len(table), dtype=bool)
-        return cls(tuple(ids), tuple(words), tuple(stories), content, source=source)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def unknown_ids(self, ids: Sequence[str]) -> list[str]:
-        """The ids (e.g. of MEG epochs) that name no word of this sequence, in order."""
-        known = set(self.ids)
-        return [stimulus_id for stimulus_id in ids if stimulus_id not in known]
-
-    @property
-    def content_hash(self) -> str:
-        """sha256 (hex) of the ids, words and stories (what the features depend on)."""
-        text = json.dumps([self.ids, self.words, self.stories], separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
-
-    def contexts(self, context_words: int) -> list[list[str]]:
-        """Per word, the words the model reads: up to ``context_words`` before it, then it.
-
-        Returns
-        -------
-        list of n_words lists of str, each ending with the word itself.
-        """
-        if context_words < 0:
-            raise ValueError(f"context_words must be >= 0, got {context_words}")
-        contexts, story_start = [], 0
-        for index, story in enumerate(self.stories):
-            if index and story != self.stories[index - 1]:
-                story_start = index
-            start = max(story_start, index - context_words)
-            contexts.append(list(self.words[start : index + 1]))
-        return contexts
-
-
-# ---------------------------------------------------------------------------- model
-class LanguageModel:
-    """A causal (or any) text transformer and its tokenizer, read through hidden states.
-
-    Parameters
-    ----------
-    module : nn.Module
-        Called as ``module(input_ids=..., attention_mask=..., output_hidden_states=True)``.
-    tokenizer : callable
-        ``tokenizer(text, add_special_tokens=False)["input_ids"]`` gives a list of ids.
-    name : str
-    depth : int
-        Number of blocks (``len(hidden_states) - 1``).
-    max_tokens : int
-        Longest input the model takes; longer contexts lose their oldest tokens.
-    tokenizer_identity : str, optional
-        Hash of the tokenizer files; default a hash of the tokenizer's vocabulary.
-    """
-
-    def __init__(
-        self,
-        module: nn.Module,
-        tokenizer: Any,
-        *,
-        name: str,
-        depth: int,
-        max_tokens: int,
-        tokenizer_identity: str | None = None,
-    ) -> None:
-        self.module = module.eval()
-        self.tokenizer = tokenizer
-        self.name = name
-        self.depth = depth
-        self.max_tokens = max_tokens
-        if tokenizer_identity is None:
-            vocabulary = json.dumps(sorted(tokenizer.get_vocab().items()))
-            tokenizer_identity = hashlib.sha256(vocabulary.encode()).hexdigest()
-        self.tokenizer_identity = tokenizer_identity
-
-    @property
-    def identity(self) -> str:
-        """sha256 (hex) of the architecture name, the weights and the tokenizer."""
-        description = {"name": self.name, "tokenizer": self.tokenizer_identity}
-        return hash_weights(description, self.module.state_dict())
-
-    @property
-    def relative_depths(self) -> list[float]:
-        """Relative depth of each block, ``layer / (depth - 1)``."""
-        return [layer / max(self.depth - 1, 1) for layer in range(self.depth)]
-
-    def encode(self, words: Sequence[str]) -> list[int]:
-        """Token ids of the words joined by spaces, oldest tokens cut beyond ``max_tokens``."""
-        ids = list(self.tokenizer(" ".join(words), add_special_tokens=False)["input_ids"])
-        if not ids:
-            raise ValueError(f"the tokenizer gave no tokens for {' '.join(words)[-60:]!r}")
-        return ids[-self.max_tokens :]
-
-
-def check_language_model_folder(folder: str | Path) -> Path:
-    """Cheap checks of a language model folder, before anything heavy is read.
-
-    ``config.json`` must be there, and neither it nor ``tokenizer_config.json`` may ask for
-    remote code (``auto_map`` or ``trust_remote_code``): brainalign never runs code shipped
-    with a model.
-
-    Raises
-    ------
-    FileNotFoundError
-        No ``config.json`` in the folder.
-    ValueError
-        A file that needs remote code, or that is not JSON; the message names the file.
-    """
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{folder} is not a Hugging Face model folder: expected config.json, the weights "
-            "and the tokenizer files in it (nothing is downloaded)"
-        )
-    for name in ("config.json", "tokenizer_config.json"):
-        path = folder / name
-        if not path.is_file():
-            continue
-        try:
-            settings = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path} is not a JSON file ({error})") from None
-        if not isinstance(settings, dict):
-            continue
-        needs = [key for key in ("auto_map", "trust_remote_code") if key in settings]
-        if needs:
-            what = "tokenizer" if name.startswith("tokenizer") else "model"
-            raise ValueError(
-                f"{path}: the {what} needs remote code ({needs[0]}: {settings[needs[0]]}), which "
-                f"brainalign never runs; save a {what} that transformers implements itself "
-                f"into the folder (e.g. {what}.save_pretrained(folder) from a built-in class)"
-            )
-    return folder
-
-
-def load_language_model(folder: str | Path) -> LanguageModel:
-    """A Hugging Face model folder on disk (config, weights, tokenizer files); nothing downloaded.
-
-    Weights are read with safetensors, or ``torch.load(weights_only=True)`` for
-    ``pytorch_model.bin``; remote code is never run (:func:`check_language_model_folder`);
-    weights that do not fit the config are refused (see
-    :func:`brainalign.probe.models.load_probe_model`).
-    """
-    from brainalign.probe.models import load_huggingface_module
-
-    folder = check_language_model_folder(folder)
-    module, config = load_huggingface_module(folder)  # raises first when transformers is absent
-    import transformers
-
-    present = [name for name in _TOKENIZER_FILES if (folder / name).is_file()]
-    error_text = ""
-    if present:
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(
-                str(folder), local_files_only=True
-            )
-        except (OSError, ValueError) as error:
-            error_text = f": {str(error).splitlines()[0]}"
-    # transformers builds an empty-vocabulary tokenizer when the files are missing: refuse it
-    if not present or error_text or len(tokenizer.get_vocab()) <= len(tokenizer.all_special_ids):
-        raise ValueError(
-            f"{folder}: no usable tokenizer files next to the weights (looked for "
-            f"{', '.join(_TOKENIZER_FILES)}){error_text}; save the tokenizer into the folder "
-            "with tokenizer.save_pretrained(folder)"
-        )
-    with torch.no_grad():
-        probe = torch.tensor([[0]], dtype=torch.long)
-        n_hidden = len(module(input_ids=probe, output_hidden_states=True).hidden_states)
-    positions = getattr(config, "max_position_embeddings", None) or getattr(
-        config, "n_positions", None
-    )
-    digest = hashlib.sha256()
-    for path in sorted(folder.iterdir()):
-        if path.name in _TOKENIZER_FILES or path.name in _TOKENIZER_EXTRA_FILES:
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return LanguageModel(
-        module,
-        tokenizer,
-        name=f"hf:{type(module).__name__}:{getattr(config, 'model_type', '')}",
-        depth=n_hidden - 1,
-        max_tokens=int(positions or 2048),
-        tokenizer_identity=digest.hexdigest(),
-    )
 
 
 # ---------------------------------------------------------------------------- features
