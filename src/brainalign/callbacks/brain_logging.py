@@ -27,7 +27,7 @@ import lightning as L
 import pandas as pd
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from brainalign.probe.metric_names import PARTITION_REGIONS, partition_curve
+from brainalign.probe.chronology import partition_curve_rows
 from brainalign.probe.pipeline import MetricNames, ProbeScores, window_label
 
 __all__ = [
@@ -73,15 +73,8 @@ def scalar_values(
         names = MetricNames(metric)
         values[f"{prefix}/{names.curve()}"] = entry["score"]
         values.update(_metric_scalars(prefix, names, entry, table, meg_windows))
-    if "space" in table.columns:
-        rows = table[
-            table["metric"].isin(PARTITION_REGIONS)
-            & table["time"].isna()
-            & (table["group"] != "time")
-        ]
-        for row in rows.itertuples(index=False):
-            curve = partition_curve(row.metric, row.space, int(row.layer), row.group)
-            values[f"{prefix}/{curve}"] = row.value
+    partitions = partition_curve_rows(table)
+    values.update(zip(prefix + "/" + partitions["curve"], partitions["value"]))
     return {tag: float(value) for tag, value in values.items()}
 
 

@@ -116,18 +116,23 @@ def _best_layer_curves(ok: pd.DataFrame, keys: list[str], names: MetricNames) ->
     return best.drop(columns="group")
 
 
-def _partition_curves(ok: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Unique and shared variance per step (all targets, ROIs, MEG windows; not time samples)."""
-    if "space" not in ok.columns:
-        return pd.DataFrame()
-    rows = ok[ok["metric"].isin(PARTITION_REGIONS) & ok["time"].isna() & (ok["group"] != "time")]
+def partition_curve_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The variance-partitioning rows followed over training, with their ``curve`` name.
+
+    Unique and shared variance over all targets, per ROI and per MEG window (not per time
+    sample), named by :func:`~brainalign.probe.metric_names.partition_curve`; empty when the
+    table has no partition rows. Used by the chronology and the callback's TensorBoard tags.
+    """
+    if "space" not in table.columns:
+        return table.iloc[:0].assign(curve=pd.Series(dtype=str))
+    rows = table[table["metric"].isin(PARTITION_REGIONS) & (table["group"] != "time")]
     names = [
         partition_curve(metric, space, int(layer), group)
         for metric, space, layer, group in zip(
             rows["metric"], rows["space"], rows["layer"], rows["group"]
         )
     ]
-    return rows[[*keys, "value"]].assign(curve=names)
+    return rows.assign(curve=names)
 
 
 def curves(table: pd.DataFrame, run: str = "run") -> pd.DataFrame:
@@ -158,9 +163,9 @@ def curves(table: pd.DataFrame, run: str = "run") -> pd.DataFrame:
             rows = summary[summary["metric"] == (names.of(base) if base else names.score)]
             parts.append(rows[[*keys, "value"]].assign(curve=names.curve(base)))
         parts.append(_best_layer_curves(ok, keys, names))
-    partitions = _partition_curves(ok, keys)
+    partitions = partition_curve_rows(ok)
     if not partitions.empty:
-        parts.append(partitions)
+        parts.append(partitions[[*keys, "value", "curve"]])
     result = pd.concat(parts, ignore_index=True).assign(run=run)
     result = result.dropna(subset=["value"])
     return result[[*CURVE_KEYS, "step", "train_fraction", "value"]].sort_values(

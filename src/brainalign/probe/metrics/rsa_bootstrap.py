@@ -88,10 +88,11 @@ def _weighted_ranks(groups: list[_TieGroups], weights: np.ndarray) -> np.ndarray
 
 
 def _weighted_centred(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Rows centred on their weighted mean in each resample: (n_chunk, n_rdms, n_pairs)."""
+    """Rows centred on their weighted mean in each resample: (n_chunk, n_rdms, n_pairs).
+
+    ``values`` is (n_rdms, n_pairs), the same in every resample, or (n_chunk, n_rdms, n_pairs).
+    """
     totals = weights.sum(axis=1)[:, None, None]  # (n_chunk, 1, 1)
-    if values.ndim == 2:
-        values = values[None]
     means = (values * weights[:, None, :]).sum(axis=2, keepdims=True) / totals
     return values - means
 
