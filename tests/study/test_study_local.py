@@ -68,7 +68,7 @@ def test_run_report_and_run_again_changes_nothing(tmp_path, subject, monkeypatch
     monkeypatch.chdir(tmp_path)  # the smoke config writes its procedural shards under data/
     study = load_study(study_file(tmp_path, subject))
     table = run_study(study, progress=False)
-    assert list(table["status"]) == ["COMPLETED", "COMPLETED"]
+    assert list(table["status"]) == ["COMPLETED", "COMPLETED"], table["error"].tolist()
     assert list(table["probe_status"]) == ["COMPLETED", "COMPLETED"]
     assert table["n_parameters"].notna().all() and list(table["max_steps"]) == [8, 8]
     folder = tmp_path / "study"
@@ -130,7 +130,7 @@ def test_a_failed_run_is_resubmitted_with_its_error_kept(tmp_path, subject, monk
     for index, image in enumerate(generate_images(8, size=32, seed=0)[0]):
         Image.fromarray(image).save(images / f"{index}.png")
     table = run_study(load_study(path), progress=False)
-    assert list(table["status"]) == ["COMPLETED"]
+    assert list(table["status"]) == ["COMPLETED"], table["error"].tolist()
     status = read_job_status(tmp_path / "study" / "runs" / "data=broken")
     assert status["attempts"] == 2 and status["last_error"] == first_error
 
@@ -158,7 +158,7 @@ def test_killing_study_run_mid_study_loses_no_finished_run(tmp_path, subject):
         table = run_study(load_study(path), progress=False)
     finally:
         os.chdir(REPO)
-    assert list(table["status"]) == ["COMPLETED", "COMPLETED"]
+    assert list(table["status"]) == ["COMPLETED", "COMPLETED"], table["error"].tolist()
     assert read_job_status(first)["job_id"] == finished["job_id"]  # not run again
     second = pd.read_parquet(tmp_path / "study" / "runs" / "lr=high" / "chronology.parquet")
     assert np.array_equal(sorted(second["step"].unique()), [0, 1, 3, 8])
@@ -191,7 +191,7 @@ def test_a_run_whose_earlier_job_dies_while_waited_for_is_run_again(tmp_path, su
     finally:
         os.chdir(REPO)
         dying.wait()
-    assert list(table["status"]) == ["COMPLETED"]
+    assert list(table["status"]) == ["COMPLETED"], table["error"].tolist()
     assert read_job_status(run_dir)["job_id"] != f"local-{dying.pid}-1"
 
 
@@ -209,7 +209,7 @@ def test_a_study_mixing_a_trained_model_and_a_model_to_probe(tmp_path, subject, 
     path = study_file(tmp_path, subject, factors=factors, after_training=False)
     table = run_study(load_study(path), progress=False)
     assert list(table["kind"]) == ["fit", "probe"]
-    assert list(table["status"]) == ["COMPLETED", "COMPLETED"]
+    assert list(table["status"]) == ["COMPLETED", "COMPLETED"], table["error"].tolist()
     probe_dir = tmp_path / "study" / "runs" / "model=resnet" / "probe"
     scores = pd.read_parquet(probe_dir / "scores.parquet")
     assert set(scores["modality"]) == {"fmri", "meg"} and set(scores["model"]) == {"timm:resnet18"}

@@ -145,7 +145,7 @@ def test_killed_study_run_loses_no_finished_run(slurm_cluster, tmp_path, subject
         table = run_study(load_study(path), progress=False)
     finally:
         os.chdir(REPO)
-    assert list(table["status"]) == [COMPLETED, COMPLETED]
+    assert list(table["status"]) == [COMPLETED, COMPLETED], table.to_string()
     for run, status in done.items():
         assert read_job_status(runs / run)["job_id"] == status["job_id"]  # not run again
     assert RUNNING not in set(table["status"])

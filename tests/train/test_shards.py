@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def test_image_shards_round_trip(tmp_path):
     manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
     assert manifest["n_images"] == 7 and manifest["counts"] == [3, 3, 1]
     assert manifest["classes"] == ["cat", "dog", "nested"]
-    assert not list(tmp_path.glob(".shards.partial-*")), "the staging folder must be removed"
+    assert not list(tmp_path.glob(".shards.*")), "the staging folder must be removed"
 
 
 def test_image_bytes_are_copied_unchanged(tmp_path):
@@ -206,3 +207,38 @@ def test_procedural_writer_checks_arguments_before_writing(tmp_path):
     with pytest.raises(ValueError, match="positive integer"):
         write_procedural_shards(tmp_path / "p", n_images=0, progress=False)
     assert not (tmp_path / "p").exists()
+
+
+def _write_and_watch(out_dir: str, start, report) -> None:
+    """Child process: write (or reuse) the shards, then report their inodes before and after."""
+    import time
+
+    start.wait()
+    shards = write_procedural_shards(Path(out_dir), n_images=200, size=32, seed=0, progress=False)
+    first = [shard.stat().st_ino for shard in shards]
+    time.sleep(1.0)  # a writer that finished later must not have replaced them meanwhile
+    report.put((first, [shard.stat().st_ino for shard in shards]))
+
+
+@pytest.mark.slow
+def test_writers_started_together_share_one_set_of_shards(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    start, report = context.Barrier(3), context.Queue()
+    workers = [
+        context.Process(target=_write_and_watch, args=(str(tmp_path / "data" / "p"), start, report))
+        for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    results = [report.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert all(worker.exitcode == 0 for worker in workers)
+    assert all(before == after for before, after in results), "shards were replaced under a reader"
+    assert len({tuple(before) for before, _ in results}) == 1  # one writer, two reusers
+    assert sorted(path.name for path in (tmp_path / "data").iterdir()) == ["p"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "data" / "p").stat().st_mode & 0o777 == 0o777 & ~umask  # readable by others

@@ -15,14 +15,14 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import math
 import re
 import shutil
-import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from brainalign.synthetic.images import (
     iter_images,
     normalize_image_type_weights,
 )
+from brainalign.utils.atomic import folder_lock, temporary_folder
 from brainalign.utils.images import IMAGE_SUFFIXES as IMAGE_FILE_EXTENSIONS
 from brainalign.utils.images import PIL_FORMAT_EXTENSIONS
 
@@ -148,17 +149,42 @@ def _write_tar_shards(
     return names, counts
 
 
-def _publish(out_dir: Path, *, overwrite: bool, write: Callable[[Path], None]) -> None:
-    """Run ``write(folder)`` on a temporary folder beside out_dir, then move its files in place."""
-    existing = _existing_output(out_dir)
-    if existing and not overwrite:
-        _refuse_existing(out_dir, existing)
+@contextlib.contextmanager
+def _one_writer(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock of out_dir's parent while shards there are checked and written.
+
+    Runs of a study, and DDP jobs started together, share a procedural source: without the
+    lock each would find no manifest, write the same shards and replace the others' files
+    while they read them. With it the first writes, the others wait and then reuse its shards.
+    Parent folders made for the output are removed again if the write fails.
+    """
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"output path {str(out_dir)!r} exists and is not a folder")
     created = [parent for parent in out_dir.parents if not parent.exists()]  # deepest first
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    published = False
+    succeeded = False
+    try:
+        with folder_lock(out_dir.parent):
+            yield
+        succeeded = True
+    finally:
+        if not succeeded:
+            for parent in created:  # the folders made for the output, if still empty
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+
+
+def _publish(out_dir: Path, *, overwrite: bool, write: Callable[[Path], None]) -> None:
+    """Run ``write(folder)`` on a temporary folder beside out_dir, then move its files in place.
+
+    Called under :func:`_one_writer`.
+    """
+    existing = _existing_output(out_dir)
+    if existing and not overwrite:
+        _refuse_existing(out_dir, existing)
+    staging = temporary_folder(out_dir)
     try:
         write(staging)
         if not out_dir.exists():
@@ -168,16 +194,9 @@ def _publish(out_dir: Path, *, overwrite: bool, write: Callable[[Path], None]) -
                 path.unlink()
             for path in sorted(staging.iterdir()):
                 path.replace(out_dir / path.name)
-        published = True
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-        if not published:
-            for parent in created:  # the folders made for the output, if still empty
-                try:
-                    parent.rmdir()
-                except OSError:
-                    break
 
 
 def _write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
@@ -262,10 +281,6 @@ def write_image_shards(
             f"no images found in {str(image_dir)!r} (searched recursively for files ending in "
             f"{', '.join(IMAGE_FILE_EXTENSIONS)}, any case)"
         )
-    existing = _existing_output(out_dir)
-    if existing and not overwrite:
-        _refuse_existing(out_dir, existing)
-
     relative_paths = [file.relative_to(image_dir) for file in files]
     labels = sorted({path.parent.name for path in relative_paths if path.parent != Path(".")})
     class_index = {label: index for index, label in enumerate(labels)}
@@ -304,7 +319,8 @@ def write_image_shards(
         }
         _write_manifest(folder, manifest)
 
-    _publish(out_dir, overwrite=overwrite, write=write)
+    with _one_writer(out_dir):
+        _publish(out_dir, overwrite=overwrite, write=write)
     log.info("wrote %d images into %d shards in %s", len(files), len(shard_names), out_dir)
     return [out_dir / name for name in shard_names]
 
@@ -330,6 +346,37 @@ def _same_parameter(on_disk: Any, requested: Any) -> bool:
             for name in requested
         )
     return on_disk == requested
+
+
+def _procedural_on_disk(
+    out_dir: Path, parameters: Mapping[str, Any], *, overwrite: bool
+) -> tuple[list[Path] | None, bool]:
+    """Shards in out_dir made with these parameters, if all are there; and whether to overwrite.
+
+    Shards listed by a matching manifest but missing are this generator's own incomplete output,
+    so they are overwritten; a manifest with other parameters is an error unless ``overwrite``.
+    """
+    manifest = _read_manifest(out_dir)
+    if manifest is None or manifest.get("kind") != "procedural":
+        return None, overwrite
+    differences = [
+        f"{key}: {manifest.get(key)!r} on disk, {parameters[key]!r} requested"
+        for key in _PROCEDURAL_KEYS
+        if not _same_parameter(manifest.get(key), parameters[key])
+    ]
+    if not differences:
+        shards = [out_dir / name for name in manifest.get("shards", [])]
+        if shards and all(shard.is_file() for shard in shards):
+            return shards, overwrite
+        log.warning("procedural shards listed in %s are missing; regenerating", out_dir)
+        return None, True
+    if not overwrite:
+        raise FileExistsError(
+            f"output folder {str(out_dir)!r} holds procedural shards made with other "
+            f"parameters ({'; '.join(differences)}); pass overwrite=True to replace them, "
+            f"or choose another folder"
+        )
+    return None, True
 
 
 def _encode_png(image: Any) -> bytes:
@@ -400,27 +447,6 @@ def write_procedural_shards(
         "pattern": pattern,
     }
 
-    manifest = _read_manifest(out_dir)
-    if manifest is not None and manifest.get("kind") == "procedural":
-        differences = [
-            f"{key}: {manifest.get(key)!r} on disk, {parameters[key]!r} requested"
-            for key in _PROCEDURAL_KEYS
-            if not _same_parameter(manifest.get(key), parameters[key])
-        ]
-        if not differences:
-            shards = [out_dir / name for name in manifest.get("shards", [])]
-            if shards and all(shard.is_file() for shard in shards):
-                log.info("reusing %d procedural shards in %s", len(shards), out_dir)
-                return shards
-            log.warning("procedural shards listed in %s are missing; regenerating", out_dir)
-            overwrite = True  # our own incomplete output
-        elif not overwrite:
-            raise FileExistsError(
-                f"output folder {str(out_dir)!r} holds procedural shards made with other "
-                f"parameters ({'; '.join(differences)}); pass overwrite=True to replace them, "
-                f"or choose another folder"
-            )
-
     rows: list[dict[str, Any]] = []
 
     def samples() -> Iterable[Sample]:
@@ -447,6 +473,11 @@ def write_procedural_shards(
         pd.DataFrame(rows).to_csv(folder / LATENTS_NAME, index=False)
         _write_manifest(folder, {**parameters, "shards": names, "counts": counts})
 
-    _publish(out_dir, overwrite=overwrite, write=write)
+    with _one_writer(out_dir):
+        reusable, overwrite = _procedural_on_disk(out_dir, parameters, overwrite=overwrite)
+        if reusable is not None:
+            log.info("reusing %d procedural shards in %s", len(reusable), out_dir)
+            return reusable
+        _publish(out_dir, overwrite=overwrite, write=write)
     log.info("wrote %d procedural images into %d shards in %s", n_images, len(shard_names), out_dir)
     return [out_dir / name for name in shard_names]

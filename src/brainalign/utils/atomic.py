@@ -42,7 +42,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["atomic_directory", "atomic_path", "remove_stale_temporaries"]
+__all__ = [
+    "atomic_directory",
+    "atomic_path",
+    "folder_lock",
+    "remove_stale_temporaries",
+    "temporary_folder",
+]
 
 _KINDS = ("tmp", "old")  # a file or folder being written; a folder being replaced
 _MAX_NAME_ATTEMPTS = 100
@@ -160,6 +166,23 @@ def _create(folder: Path, base: str, suffix: str, make: Callable[[Path], None]) 
     raise FileExistsError(f"no free temporary name for {folder / base} after many attempts")
 
 
+def temporary_folder(target: str | os.PathLike[str]) -> Path:
+    """Create a fresh, empty temporary folder beside ``target`` and return it.
+
+    The folder is named after this process like every temporary here (so one left behind by a
+    killed writer is removed by the next call for the same target) and gets the mode of any new
+    folder (``0o777`` less the umask). The caller moves its content into place and removes it.
+    """
+    target = Path(target)
+    remove_stale_temporaries(target)
+    try:
+        return _create(target.parent, target.name, "", _new_folder)
+    except FileExistsError:
+        raise
+    except OSError as error:
+        raise _cannot_create(target, target.parent, error) from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary file path next to ``path``; rename it to ``path`` on success.
@@ -207,11 +230,14 @@ def _refuse_concurrent(target: Path) -> None:
 
 
 @contextlib.contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
+def folder_lock(folder: Path) -> Iterator[None]:
     """An exclusive ``flock`` of ``folder`` (released on exit, or when the process dies).
 
-    Held only while looking for live writers and creating a temporary, so that step is atomic
-    among writers of the same parent; where ``flock`` is missing or refused, nothing is locked.
+    :func:`atomic_directory` holds it only while looking for live writers and creating a
+    temporary, so that step is atomic among writers of the same parent; writers that must
+    check what is on disk and then write (the shard writers) hold it for the whole write.
+    Not re-entrant: a process that holds it must not enter :func:`atomic_directory` on the
+    same parent. Where ``flock`` is missing or refused, nothing is locked.
     """
     if sys.platform == "win32":
         yield
@@ -343,7 +369,7 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
     published = False
     temporary: Path | None = None
     try:
-        with _folder_lock(target.parent):
+        with folder_lock(target.parent):
             remove_stale_temporaries(target)
             _refuse_concurrent(target)
             try:
