@@ -1,4 +1,4 @@
-"""Time the batched RSA, CKA and banded-ridge paths against plain loops, in one run.
+"""Time the batched RSA, CKA, their bootstraps and banded ridge against plain loops, in one run.
 
 Run::
 
@@ -18,6 +18,10 @@ Printed (machine load before and after, then one line per comparison):
   one stimulus and compares (timed on ``--baseline-resamples`` resamples and scaled).
 - CKA, unbiased linear CKA: ``linear_cka`` against a plain numpy loop over pairs (the
   feature-space debiased formula of Kornblith et al.'s code, one pair at a time).
+- CKA bootstrap over stimuli, ``--n-resamples`` resamples: ``bootstrap_linear_cka`` (Gram
+  matrices once, each resample a weighting by its counts) against the plain loop that resamples
+  the features, recomputes every Gram matrix, zeroes the entries of two copies of one stimulus
+  and applies HSIC_1 (timed on ``--baseline-resamples`` resamples and scaled).
 - Banded ridge with 2 feature spaces (``fit_banded_ridge``, himalaya random search) against two
   separate ridges over the same outer folds: (a) ``fit_banded_ridge`` on each space alone
   (himalaya ridge, same inner search) and (b) the probe's own ``fit_encoding`` on each space.
@@ -38,6 +42,7 @@ import torch
 
 from brainalign.probe.bootstrap import resample_counts, resample_indices
 from brainalign.probe.metrics import fit_banded_ridge, linear_cka, representational_similarity
+from brainalign.probe.metrics.cka_bootstrap import bootstrap_linear_cka
 from brainalign.probe.metrics.rsa import compare_rdms, rdms
 from brainalign.probe.metrics.rsa_bootstrap import bootstrap_compare_rdms
 from brainalign.probe.ridge import fit_encoding
@@ -167,6 +172,52 @@ def benchmark_cka(layers, rois) -> None:
     )
 
 
+def _unbiased_hsic(k: np.ndarray, l_: np.ndarray) -> float:
+    """HSIC_1 of two Gram matrices whose excluded entries are already zero."""
+    n = len(k)
+    row_k, row_l = k.sum(1), l_.sum(1)
+    return (
+        (k * l_).sum()
+        + row_k.sum() * row_l.sum() / ((n - 1) * (n - 2))
+        - 2 / (n - 2) * row_k @ row_l
+    ) / (n * (n - 3))
+
+
+def loop_bootstrap_cka(layers, rois, indices) -> np.ndarray:
+    """The plain bootstrap: resample, recompute the Grams, zero the copies, HSIC_1 per pair."""
+    centred = [item - item.mean(0) for item in (*layers, *rois)]
+    result = np.empty((len(indices), len(layers), len(rois)))
+    for b, drawn in enumerate(indices):
+        copies = drawn[:, None] == drawn[None, :]
+        grams = []
+        for item in centred:
+            gram = item[drawn] @ item[drawn].T
+            gram[copies] = 0.0
+            grams.append(gram)
+        selves = [_unbiased_hsic(gram, gram) for gram in grams]
+        for i in range(len(layers)):
+            for j in range(len(rois)):
+                own = selves[len(layers) + j]
+                cross = _unbiased_hsic(grams[i], grams[len(layers) + j])
+                result[b, i, j] = cross / np.sqrt(selves[i] * own)
+    return result
+
+
+def benchmark_cka_bootstrap(layers, rois, n_resamples: int, baseline_resamples: int) -> None:
+    n = layers[0].shape[0]
+    counts = resample_counts(n, n_boot=n_resamples, seed=0)
+    ours, ours_time = timed(bootstrap_linear_cka, layers, rois, counts)
+    indices = resample_indices(n, n_boot=baseline_resamples, seed=0)
+    looped, loop_time = timed(loop_bootstrap_cka, layers, rois, indices)
+    loop_time *= n_resamples / baseline_resamples
+    print(
+        f"CKA bootstrap {len(layers)}x{len(rois)} pairs, {n_resamples} resamples (unbiased): "
+        f"ours {ours_time:.1f} s; plain loop {loop_time:.1f} s (timed on {baseline_resamples} "
+        f"resamples, scaled): ratio {loop_time / ours_time:.1f}x; max |difference| "
+        f"{np.abs(ours[:baseline_resamples] - looped).max():.1e}"
+    )
+
+
 def benchmark_banded(args: argparse.Namespace, rng: np.random.Generator) -> None:
     n, width = args.n_stimuli, args.banded_features
     first, second = rng.normal(size=(n, width)), rng.normal(size=(n, width))
@@ -204,7 +255,9 @@ def main() -> None:
     parser.add_argument("--n-resamples", type=int, default=100)
     parser.add_argument("--baseline-resamples", type=int, default=3)
     parser.add_argument(
-        "--only", choices=["rsa", "rsa_bootstrap", "cka", "banded"], help="one comparison"
+        "--only",
+        choices=["rsa", "rsa_bootstrap", "cka", "cka_bootstrap", "banded"],
+        help="one comparison",
     )
     parser.add_argument("--banded-features", type=int, default=256)
     parser.add_argument("--banded-targets", type=int, default=1000)
@@ -224,6 +277,9 @@ def main() -> None:
             layers, rois, args.n_resamples, args.baseline_resamples
         ),
         "cka": lambda: benchmark_cka(layers, rois),
+        "cka_bootstrap": lambda: benchmark_cka_bootstrap(
+            layers, rois, args.n_resamples, args.baseline_resamples
+        ),
         "banded": lambda: benchmark_banded(args, rng),
     }
     for name, run in runs.items():

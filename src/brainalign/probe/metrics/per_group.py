@@ -150,13 +150,37 @@ def _rsa(
 
 
 def _cka(
-    layers: list[np.ndarray], brain: BrainData, options: CKAConfig, device: Any, *, cv: bool
-) -> np.ndarray:
+    layers: list[np.ndarray],
+    brain: BrainData,
+    options: CKAConfig,
+    device: Any,
+    *,
+    cv: bool,
+    counts: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """CKA (or its cross-validated form) of every layer with every set, and its replicates.
+
+    Returns (n_layers, n_sets) values and (n_boot, n_layers, n_sets) replicates (None without
+    ``counts``).
+    """
     from brainalign.probe.metrics.cka import cross_validated_cka, linear_cka
+    from brainalign.probe.metrics.cka_bootstrap import (
+        bootstrap_cross_validated_cka,
+        bootstrap_linear_cka,
+    )
 
     if cv:
-        return cross_validated_cka(layers, group_sets(brain, repeats=True), device=device)
-    return linear_cka(layers, group_sets(brain), unbiased=options.unbiased, device=device)
+        sets = group_sets(brain, repeats=True)
+        values = cross_validated_cka(layers, sets, device=device)
+        if counts is None:
+            return values, None
+        return values, bootstrap_cross_validated_cka(layers, sets, counts, device=device)
+    sets = group_sets(brain)
+    values = linear_cka(layers, sets, unbiased=options.unbiased, device=device)
+    if counts is None:
+        return values, None
+    boot = bootstrap_linear_cka(layers, sets, counts, unbiased=options.unbiased, device=device)
+    return values, boot
 
 
 def measure_layers(
@@ -180,11 +204,11 @@ def measure_layers(
         ``encoding`` is skipped (the ridge is :func:`brainalign.probe.fitting.fit_layer`).
     rsa, cka : options of those metrics (defaults: :class:`RSAConfig`, :class:`CKAConfig`)
     bootstrap : BootstrapConfig, optional
-        With ``n_resamples > 0``, RSA with a Pearson or Spearman comparison also gets its
-        replicates over stimuli (:mod:`brainalign.probe.metrics.rsa_bootstrap`; the same
-        resamples for every layer). CKA and Kendall's tau-a get none: in a resample, two copies
-        of a stimulus form a pair whose similarity is the stimulus's own (the diagonal that
-        the unbiased HSIC leaves out), and tau-a has no weighted form here.
+        With ``n_resamples > 0``, every metric also gets its replicates over stimuli (the
+        same resamples for every layer and metric): RSA with a Pearson or Spearman comparison
+        (:mod:`brainalign.probe.metrics.rsa_bootstrap`; Kendall's tau-a has no weighted form
+        there and gets none), CKA and cross-validated CKA
+        (:mod:`brainalign.probe.metrics.cka_bootstrap`).
     device : str or torch.device
         Where the matrix products run (``cpu``, ``cuda``, ``auto``).
 
@@ -208,7 +232,7 @@ def measure_layers(
         if metric == "rsa":
             values, boot = _rsa(stack, brain, rsa, device, counts)
         elif metric in ("cka", "cka_cv"):
-            values = _cka(stack, brain, cka, device, cv=metric == "cka_cv")
+            values, boot = _cka(stack, brain, cka, device, cv=metric == "cka_cv", counts=counts)
         else:
             raise ValueError(f"unknown metric {metric!r}; use rsa, cka or cka_cv")
         for row, layer in enumerate(layers):  # values: (n_layers, 1 + n_groups)
