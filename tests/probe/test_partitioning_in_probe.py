@@ -10,6 +10,8 @@ the tolerance is 0.05 on the mean over an ROI's targets, as in the library's own
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -227,3 +229,37 @@ def test_unique_and_shared_variance_are_followed_in_the_chronology_and_tensorboa
     )
     figure = chronology_curves(curve_table)
     assert "variance partitioning" in [axis.get_title() for axis in figure.axes]
+
+
+@pytest.mark.slow
+def test_partition_rows_get_intervals_and_their_curves_keep_their_resamples(planted):
+    from brainalign.probe.config import BootstrapConfig
+
+    target, spaces = planted
+    features = {kind: {0: array.astype(np.float32)} for kind, array in spaces.items()}
+    config = replace(config_for(), bootstrap=BootstrapConfig(n_resamples=40))
+    fits = run_core(target, features, config)
+    run = summarise([target], fits, {0: 1.0}, config, model_name="planted", architecture="-")
+    rows = run.table[run.table["feature_kind"] == "activation+gradient"]
+    assert len(rows) == 18  # (2 single R2 + joint R2 + 3 regions) x (all, AB, A)
+    assert rows[["ci_low", "ci_high"]].notna().all().all()
+    inside = (rows["ci_low"] <= rows["value"] + 1e-9) & (rows["value"] <= rows["ci_high"] + 1e-9)
+    assert inside.all() and (rows["ci_high"] > rows["ci_low"]).all()
+    by_row = rows.set_index(["metric", "space", "group"])
+    unique = by_row.loc[("unique_variance", "activation", "AB")]
+    assert unique["ci_high"] - unique["ci_low"] < 0.1  # 600 stimuli: a narrow interval
+    curves = run.replicates[run.replicates["feature_kind"] == "activation+gradient"]
+    assert set(curves["curve"]) == {
+        f"{region}/layer_0{group}"
+        for region in (
+            "unique_variance/activation",
+            "unique_variance/gradient",
+            "shared_variance/activation+gradient",
+        )
+        for group in ("", "/roi/AB", "/roi/A")
+    }
+    assert curves.groupby("curve").size().eq(40).all()
+    resampled = curves[curves["curve"] == "unique_variance/activation/layer_0/roi/AB"]["value"]
+    assert resampled.quantile(0.025) == pytest.approx(unique["ci_low"], abs=0.01)
+    encoding = run.table[(run.table["metric"] == "r") & (run.table["feature_kind"] == "activation")]
+    assert encoding[["ci_low", "ci_high"]].notna().all().all()  # the encoding keeps its own

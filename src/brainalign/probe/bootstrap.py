@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import scipy.sparse
@@ -315,12 +315,17 @@ def bootstrap_group_r(
 
 
 class GroupRAccumulator:
-    """Group-mean R per resample, accumulated from held-out predictions as they are made.
+    """Group-mean R (or R2) per resample, accumulated from held-out predictions as they come.
 
     The ridge solver hands its predictions over one (outer fold, target batch) at a time
     (``prediction_sink`` of :func:`brainalign.probe.ridge.fit_encoding`); once every fold of a
     target batch has been added, that batch's R (mean over folds) is reduced into the group
-    sums, so no more than one batch of predictions is ever kept.
+    sums, so no more than one batch of predictions is ever kept. With ``score="r2"`` the value
+    is R2 of each fold instead, the ``r2_score`` that banded ridge reports
+    (:func:`brainalign.probe.metrics.variance_partitioning.fit_banded_ridge`), with the
+    observed spread of a resample corrected for its repeated stimuli (:func:`_resampled_r2`);
+    a target is then left out of a resample's mean only when its observed values are constant
+    there.
 
     Parameters
     ----------
@@ -335,6 +340,8 @@ class GroupRAccumulator:
         Needed when ``membership`` is a group specification.
     dtype : numpy float type
         Precision of the resample sums.
+    score : {"r", "r2"}, default="r"
+        Pearson R of observed and predicted, or the coefficient of determination R2.
     """
 
     def __init__(
@@ -345,7 +352,11 @@ class GroupRAccumulator:
         *,
         n_targets: int | None = None,
         dtype: type[np.floating] = np.float64,
+        score: Literal["r", "r2"] = "r",
     ) -> None:
+        if score not in ("r", "r2"):
+            raise ValueError(f"score must be 'r' or 'r2'; got {score!r}")
+        self._resampled = _resampled_r if score == "r" else _resampled_r2
         if not scipy.sparse.issparse(membership):
             if n_targets is None:
                 raise ValueError("n_targets is needed to read a group specification")
@@ -386,7 +397,7 @@ class GroupRAccumulator:
                 "resamples were drawn for other folds)"
             )
         observed, predicted = _check_pair(observed, predicted)
-        r_fold, ratio = _resampled_r(
+        r_fold, ratio = self._resampled(
             observed, predicted, self._fold_weights[fold_index], self._totals[fold_index]
         )  # (n_boot, n_batch) each
         key = (targets.start or 0, targets.stop)
@@ -443,6 +454,40 @@ def _resampled_r(
         ratio = np.minimum(variance_y / sum_yy, variance_p / sum_pp)
         r = covariance / np.sqrt(np.maximum(variance_y * variance_p, 0.0))
     return r, np.nan_to_num(ratio, nan=0.0)
+
+
+def _resampled_r2(
+    observed: np.ndarray, predicted: np.ndarray, weights: np.ndarray, total_weight: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """R2 per resample and target from weighted sums, and the observed side's relative variance.
+
+    ``1 - SS_res / (SS_tot * n / (n - 1))`` over the resampled stimuli, with
+    ``SS_res = sum w (y - p)**2`` and ``SS_tot = sum w y**2 - (sum w y)**2 / n`` (``n = sum w``).
+    The factor ``n / (n - 1)``: drawing with replacement shrinks the spread of the observed
+    values by ``(n - 1) / n`` on average (repeated stimuli), not the residuals, so scikit-learn's
+    ``r2_score`` of a resample sits ``(1 - R2) / n`` below the estimate on average, and on test
+    folds of ~100 stimuli the point estimate falls outside its own percentile interval where R2
+    is near 0. With it, the resamples are centred on the estimate. Returns (n_boot, n_batch)
+    R2 (meaningless where the ratio is ~0) and ``var_y / mean(y**2)`` within the resample.
+    """
+    # R2 is unchanged when y and p are shifted and scaled together: standardise both by y's
+    # mean and scale over all stimuli, as _resampled_r does for R.
+    n_stimuli, n_batch = observed.shape
+    centre = observed.mean(axis=0)
+    scale = np.sqrt(((observed - centre) ** 2).mean(axis=0))
+    scale = np.where(scale > 0, scale, 1.0)
+    stacked = np.empty((n_stimuli, 3 * n_batch), dtype=weights.dtype)  # [y, yy, residual**2]
+    y, yy, residual = (stacked[:, k * n_batch : (k + 1) * n_batch] for k in range(3))
+    y[...] = (observed - centre) / scale
+    np.multiply(y, y, out=yy)
+    np.square((observed - predicted) / scale, out=residual)
+    sums = (weights @ stacked).astype(np.float64, copy=False)  # (n_boot, 3 * n_batch)
+    sum_y, sum_yy, sum_residual = (sums[:, k * n_batch : (k + 1) * n_batch] for k in range(3))
+    variance_y = sum_yy - sum_y**2 / total_weight
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = 1.0 - sum_residual * (total_weight - 1.0) / (variance_y * total_weight)
+        ratio = variance_y / sum_yy
+    return np.nan_to_num(r2, nan=0.0, posinf=0.0, neginf=0.0), np.nan_to_num(ratio, nan=0.0)
 
 
 def _standardise(values: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ __all__ = [
     "fit_layer",
     "group_means",
     "group_names",
+    "target_groups",
 ]
 
 
@@ -107,6 +108,8 @@ class PartitionFit:
         Held-out R2 of the banded ridge on each subset: over all targets, then per group.
     regions : ndarray of shape (n_subsets, 1 + n_groups)
         Unique variance (one space) and shared variance (both), same layout.
+    boot_r2, boot_regions : ndarray of shape (n_boot, n_subsets, 1 + n_groups), optional
+        ``r2`` and ``regions`` in each bootstrap resample of the held-out stimuli.
     """
 
     label: str
@@ -115,6 +118,8 @@ class PartitionFit:
     subsets: tuple[tuple[str, ...], ...]
     r2: np.ndarray
     regions: np.ndarray
+    boot_r2: np.ndarray | None = None
+    boot_regions: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -198,7 +203,7 @@ def fit_layer(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # constant targets or dimensions: NaN
         if config.direction == "encoding":
-            index_sets = [np.arange(targets.shape[1]), *_target_groups(brain)]  # all, groups
+            index_sets = [np.arange(targets.shape[1]), *target_groups(brain)]  # all, groups
             overall, boot = _fit(features, targets, config, bootstrap, index_sets)
             target_r = np.asarray(overall, dtype=np.float64)
             groups = group_means(target_r, brain)
@@ -244,7 +249,7 @@ def _fit(
     return result.r, accumulator.result()
 
 
-def _target_groups(brain: BrainData) -> list[np.ndarray]:
+def target_groups(brain: BrainData) -> list[np.ndarray]:
     """The targets of each group: an ROI's voxels, or every channel at one MEG time sample."""
     if brain.modality == "fmri":
         roi_of_target = brain.targets["roi"].astype(str).to_numpy()

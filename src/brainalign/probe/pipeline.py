@@ -51,6 +51,7 @@ order); it is the negation of the forward-order score, reported so tables can be
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -64,6 +65,7 @@ from tqdm.auto import tqdm
 from brainalign.probe.brain_data import BrainData
 from brainalign.probe.config import DEFAULT_MEG_WINDOWS, EncodingConfig
 from brainalign.probe.fitting import LayerFit, fit_layer, group_means, group_names
+from brainalign.probe.metric_names import partition_curve
 from brainalign.probe.score_rows import (
     COLUMNS,
     INTERVAL_COLUMNS,
@@ -233,7 +235,8 @@ def summarise_fits(
         feature_kind,
         level=level,
         with_intervals=boot.overall_r is not None
-        or any(item.boot_overall is not None for item in fits[0].metrics.values()),
+        or any(item.boot_overall is not None for item in fits[0].metrics.values())
+        or any(item.boot_r2 is not None for fit in fits for item in fit.partitions),
     )
     summary: dict[str, Any] = {
         "subject": brain.subject,
@@ -413,7 +416,11 @@ def _partition_rows(
     brain: BrainData,
     meg_windows: Sequence[tuple[float, float]],
 ) -> None:
-    """Rows of every variance partitioning the fits carry (``space`` column set)."""
+    """Rows of every variance partitioning the fits carry (``space`` column set).
+
+    With replicates, every row gets its interval and the unique and shared variance curves
+    (:func:`~brainalign.probe.metric_names.partition_curve`) keep their resamples.
+    """
     for partition in (partition for fit in fits for partition in fit.partitions):
         depth = depths[partition.layer] if partition.layer >= 0 else math.nan
         where = {"layer": partition.layer, "depth": depth, "feature_kind": partition.label}
@@ -422,12 +429,24 @@ def _partition_rows(
             space = "+".join(subset)
             joint = len(subset) == len(partition.spaces)
             region = "unique_variance" if len(subset) == 1 else "shared_variance"
-            for name, values in (
-                ("r2_joint" if joint else "r2_single", partition.r2[index]),
-                (region, partition.regions[index]),
+            for name, values, resamples in (
+                ("r2_joint" if joint else "r2_single", partition.r2[index], partition.boot_r2),
+                (region, partition.regions[index], partition.boot_regions),
             ):
+                curve = None
+                if name == region:
+                    curve = functools.partial(partition_curve, name, space, partition.layer)
                 group_value_rows(
-                    rows, name, values[0], values[1:], brain, meg_windows, space=space, **where
+                    rows,
+                    name,
+                    values[0],
+                    values[1:],
+                    brain,
+                    meg_windows,
+                    replicates=None if resamples is None else resamples[:, index],
+                    curve=curve,
+                    space=space,
+                    **where,
                 )
                 entry.setdefault(name, {})[space] = float(values[0])
         summary.setdefault("variance_partitioning", []).append(entry)

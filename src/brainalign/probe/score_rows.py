@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,8 +124,13 @@ class ScoreRows:
             row["space"] = space
         self.rows.append(row)
 
-    def add_curve(self, curve: str, replicates: np.ndarray | None) -> None:
-        """Keep the resamples of one chronology curve's value (for half-time intervals)."""
+    def add_curve(
+        self, curve: str, replicates: np.ndarray | None, *, feature_kind: str | None = None
+    ) -> None:
+        """Keep the resamples of one chronology curve's value (for half-time intervals).
+
+        ``feature_kind`` overrides the table's, as in :meth:`add`.
+        """
         if replicates is None:
             return
         for index, value in enumerate(np.asarray(replicates, dtype=np.float64)):
@@ -133,7 +138,7 @@ class ScoreRows:
                 {
                     "subject": self.subject,
                     "modality": self.modality,
-                    "feature_kind": self.feature_kind,
+                    "feature_kind": self.feature_kind if feature_kind is None else feature_kind,
                     "curve": curve,
                     "replicate": index,
                     "value": value,
@@ -191,28 +196,51 @@ def group_value_rows(
     per_group: np.ndarray,
     brain: BrainData,
     meg_windows: Sequence[tuple[float, float]],
+    *,
+    replicates: np.ndarray | None = None,
+    curve: Callable[[str], str] | None = None,
     **keywords: Any,
 ) -> None:
     """Rows of one value per group: ``all``, each ROI, or each MEG time sample and window.
 
     ``per_group`` (n_groups,) is in :func:`~brainalign.probe.fitting.group_names` order; an
-    MEG window's value is the mean over its time samples. ``keywords`` go to
-    :meth:`ScoreRows.add` (layer, depth, feature_kind, space).
+    MEG window's value is the mean over its time samples. ``replicates`` (n_boot, 1 + n_groups),
+    the ``all`` value then each group's in every bootstrap resample, give the rows' intervals
+    (a window's: the mean over its time samples in each resample); with ``curve`` (group label
+    -> curve name) they are also kept as the resamples of the ``all``, ROI and window curves.
+    ``keywords`` go to :meth:`ScoreRows.add` (layer, depth, feature_kind, space).
     """
-    rows.add(metric, overall, **keywords)
+
+    def add(value: float, resamples: np.ndarray | None, **where: Any) -> None:
+        rows.add(metric, value, replicates=resamples, **where, **keywords)
+        group = where.get("group", "all")
+        if curve is not None and group != "time":
+            rows.add_curve(curve(group), resamples, feature_kind=keywords.get("feature_kind"))
+
+    def replicates_of(column: int | np.ndarray) -> np.ndarray | None:
+        if replicates is None:
+            return None
+        if np.ndim(column) == 0:
+            return replicates[:, column]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window stays NaN
+            return np.nanmean(replicates[:, column], axis=1)
+
+    add(overall, replicates_of(0))
     if brain.modality == "fmri":
-        for roi, value in zip(group_names(brain), per_group):
-            rows.add(metric, value, group=roi, **keywords)
+        for index, (roi, value) in enumerate(zip(group_names(brain), per_group)):
+            add(value, replicates_of(1 + index), group=roi)
         return
     times = np.asarray(brain.times, dtype=np.float64)
-    for t, value in zip(times, per_group):
-        rows.add(metric, value, group="time", time=t, **keywords)
+    for index, (t, value) in enumerate(zip(times, per_group)):
+        add(value, replicates_of(1 + index), group="time", time=t)
     for window in meg_windows:
         mask = (times >= window[0]) & (times <= window[1])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window stays NaN
             value = float(np.nanmean(per_group[mask])) if np.any(mask) else math.nan
-        rows.add(metric, value, group=window_label(window), **keywords)
+        window_replicates = replicates_of(1 + np.flatnonzero(mask)) if np.any(mask) else None
+        add(value, window_replicates, group=window_label(window))
 
 
 def fmri_rows(

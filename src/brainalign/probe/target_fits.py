@@ -17,6 +17,7 @@ import numpy as np
 from brainalign.probe.config import ProbeConfig
 
 if TYPE_CHECKING:
+    from brainalign.probe.fitting import BootstrapPlan
     from brainalign.probe.run import FeatureSet, ProbeTarget, StimulusGroup
 
 __all__ = ["fit_targets"]
@@ -76,7 +77,8 @@ def fit_targets(
         for target_index, rows in group.rows.items():
             target = targets[target_index]
             plan = None
-            if resamples and with_encoding:  # one draw per data set: layers and kinds share it
+            if resamples and (with_encoding or config.variance_partitioning.enabled):
+                # one draw per data set: layers, kinds and partitions share it
                 plan = BootstrapPlan.draw(
                     target.brain.n_stimuli, config.encoding, resamples, config.bootstrap.seed
                 )
@@ -97,7 +99,7 @@ def fit_targets(
             if config.variance_partitioning.enabled and any(selected_by_kind.values()):
                 _partition(
                     target, fits, target_index, selected_by_kind, group_features, rows, config,
-                    depths=depths, first_share=index == 0, prepared=prepared,
+                    depths=depths, first_share=index == 0, prepared=prepared, plan=plan,
                 )  # fmt: skip
     return fits
 
@@ -114,6 +116,7 @@ def _partition(
     depths: Mapping[int, float] | None,
     first_share: bool,
     prepared: Callable[..., dict[int, np.ndarray]],
+    plan: BootstrapPlan | None = None,
 ) -> None:
     """Variance partitioning of one data set's share of layers, added to its fits."""
     from brainalign.probe.metrics.per_group import add_partitions
@@ -132,6 +135,7 @@ def _partition(
         pair_features=lambda kind, pair: prepared(group_features[kind], pair, rows),
         images=target.stimuli.load,
         first_share=first_share,
+        bootstrap=plan,
     )
     for kind, kind_fits in by_kind.items():
         fits[(target_index, kind)] = kind_fits

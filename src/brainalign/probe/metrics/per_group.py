@@ -43,7 +43,15 @@ from brainalign.probe.config import (
     RSAConfig,
     VariancePartitioningConfig,
 )
-from brainalign.probe.fitting import LayerFit, MetricFit, PartitionFit, group_means, group_names
+from brainalign.probe.fitting import (
+    BootstrapPlan,
+    LayerFit,
+    MetricFit,
+    PartitionFit,
+    group_means,
+    group_names,
+    target_groups,
+)
 
 __all__ = [
     "TargetCeilings",
@@ -402,6 +410,7 @@ def partition_layer(
     *,
     label: str,
     layer: int,
+    bootstrap: BootstrapPlan | None = None,
 ) -> PartitionFit:
     """Unique and shared variance of two feature spaces, per group of ``brain``.
 
@@ -417,17 +426,39 @@ def partition_layer(
         The ``feature_kind`` of the rows.
     layer : int
         The layer partitioned (-1 for two layers).
+    bootstrap : BootstrapPlan, optional
+        Also resample the held-out predictions of each banded ridge within its outer folds (the
+        encoding's resamples, :class:`~brainalign.probe.fitting.BootstrapPlan`) and keep R2 and
+        the regions in every resample (no refit: R2 from weighted sums, regions by
+        inclusion-exclusion of the resampled R2s).
 
     Returns
     -------
     PartitionFit
         R2 and Venn regions over all targets and per group (means over the group's targets).
     """
-    from brainalign.probe.metrics.variance_partitioning import variance_partitioning
+    from brainalign.probe.bootstrap import GroupRAccumulator
+    from brainalign.probe.metrics.variance_partitioning import variance_partitioning, venn_regions
+
+    targets = brain.targets_matrix()
+    index_sets = [np.arange(targets.shape[1]), *target_groups(brain)]  # all, then each group
+    accumulators: dict[frozenset[str], GroupRAccumulator] = {}
+
+    def prediction_sink(subset: tuple[str, ...]) -> Callable[..., None]:
+        accumulator = GroupRAccumulator(
+            bootstrap.weights,
+            bootstrap.folds,
+            index_sets,
+            n_targets=targets.shape[1],
+            score="r2",
+        )
+        accumulators[frozenset(subset)] = accumulator
+        return accumulator.add
 
     partition = variance_partitioning(
         spaces,
-        brain.targets_matrix(),
+        targets,
+        prediction_sinks=None if bootstrap is None else prediction_sink,
         alphas=encoding.alphas,
         n_folds=encoding.n_folds,
         inner_folds=options.inner_folds,
@@ -445,6 +476,13 @@ def partition_layer(
                 [np.concatenate([[np.nanmean(row)], group_means(row, brain)]) for row in values]
             )
 
+    boot_r2 = boot_regions = None
+    if bootstrap is not None:
+        resampled = {subset: accumulator.result() for subset, accumulator in accumulators.items()}
+        regions = venn_regions(resampled, partition.space_names)
+        keys = [frozenset(subset) for subset in partition.subsets]
+        boot_r2 = np.stack([resampled[key] for key in keys], axis=1)  # (n_boot, n_subsets, ..)
+        boot_regions = np.stack([regions[key] for key in keys], axis=1)
     return PartitionFit(
         label=label,
         layer=layer,
@@ -452,6 +490,8 @@ def partition_layer(
         subsets=partition.subsets,
         r2=by_group(partition.r2),
         regions=by_group(partition.regions),
+        boot_r2=boot_r2,
+        boot_regions=boot_regions,
     )
 
 
@@ -511,6 +551,7 @@ def add_partitions(
     pair_features: Callable[[str, list[int]], dict[int, np.ndarray]],
     images: Callable[[], Sequence[Any]],
     first_share: bool,
+    bootstrap: BootstrapPlan | None = None,
 ) -> None:
     """Add ``config.variance_partitioning`` to the fits of one data set (in place).
 
@@ -530,6 +571,8 @@ def add_partitions(
         The stimuli, in ``brain`` order (``spaces: low_level``).
     first_share : bool
         Layer pairs are partitioned once, by the first share.
+    bootstrap : BootstrapPlan, optional
+        The data set's resamples: every partition gets its replicates (:func:`partition_layer`).
     """
     options = config.variance_partitioning
     if not options.enabled:
@@ -537,7 +580,9 @@ def add_partitions(
     chosen = set(depths) if options.layers is None else set(_nearest_layers(options.layers, depths))
 
     def run(spaces: dict[str, np.ndarray], kind: str, layer: int) -> PartitionFit:
-        return partition_layer(spaces, brain, config.encoding, options, label=kind, layer=layer)
+        return partition_layer(
+            spaces, brain, config.encoding, options, label=kind, layer=layer, bootstrap=bootstrap
+        )
 
     if options.spaces == "layers":
         check_partition_layers(config, depths)

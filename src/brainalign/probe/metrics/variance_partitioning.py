@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,7 +45,7 @@ from sklearn.model_selection import GroupKFold, KFold
 from threadpoolctl import threadpool_limits
 
 from brainalign.probe.metrics._sets import check_option
-from brainalign.probe.ridge import DEFAULT_ALPHAS, outer_splits
+from brainalign.probe.ridge import DEFAULT_ALPHAS, PredictionSink, outer_splits
 from brainalign.probe.scores import pearson_r
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "VariancePartition",
     "fit_banded_ridge",
     "variance_partitioning",
+    "venn_regions",
 ]
 
 Solver = Literal["auto", "primal", "kernel"]
@@ -251,6 +252,7 @@ def fit_banded_ridge(
     shuffle: bool = False,
     seed: int = 0,
     groups: np.ndarray | None = None,
+    prediction_sink: PredictionSink | None = None,
 ) -> BandedRidgeResult:
     """Cross-validated banded ridge: all spaces jointly, one penalty per space and target.
 
@@ -278,6 +280,11 @@ def fit_banded_ridge(
         himalaya backend, set for this call only.
     shuffle, seed, groups
         As in :func:`brainalign.probe.ridge.fit_encoding`; ``seed`` also seeds the search.
+    prediction_sink : callable, optional
+        Called once per outer fold with the held-out predictions of every target, as
+        :data:`brainalign.probe.ridge.PredictionSink` (fold, test rows, ``slice`` of all
+        targets, predictions, observed values; both centred with the training means), e.g. a
+        :class:`~brainalign.probe.bootstrap.GroupRAccumulator` with ``score="r2"``.
 
     Returns
     -------
@@ -333,6 +340,8 @@ def fit_banded_ridge(
                     backend=himalaya_backend,
                 )
             y_test = Y[test_rows] - y_mean
+            if prediction_sink is not None:
+                prediction_sink(fold, test_rows, slice(0, Y.shape[1]), prediction, y_test)
             r2_per_fold[fold] = r2_score(
                 y_test, prediction, multioutput="raw_values", force_finite=False
             )
@@ -348,8 +357,14 @@ def fit_banded_ridge(
     )
 
 
-def _regions(r2_by_subset: dict[frozenset[str], np.ndarray], names: tuple[str, ...]) -> dict:
-    """Venn regions from subset R2s by inclusion-exclusion (see the module docstring)."""
+def venn_regions(
+    r2_by_subset: Mapping[frozenset[str], np.ndarray], names: tuple[str, ...]
+) -> dict[frozenset[str], np.ndarray]:
+    """Venn regions from subset R2s by inclusion-exclusion (see the module docstring).
+
+    The R2 arrays may have any shape (per target, per group, per bootstrap resample): the
+    regions are linear combinations of them, taken elementwise.
+    """
     everything = frozenset(names)
     full = r2_by_subset[everything]
 
@@ -368,7 +383,11 @@ def _regions(r2_by_subset: dict[frozenset[str], np.ndarray], names: tuple[str, .
 
 
 def variance_partitioning(
-    spaces: Mapping[str, np.ndarray], Y: np.ndarray, **options: Any
+    spaces: Mapping[str, np.ndarray],
+    Y: np.ndarray,
+    *,
+    prediction_sinks: Callable[[tuple[str, ...]], PredictionSink] | None = None,
+    **options: Any,
 ) -> VariancePartition:
     """Unique and shared variance of 2 to 4 feature spaces, from one banded ridge per subset.
 
@@ -377,6 +396,9 @@ def variance_partitioning(
     spaces : mapping of str to ndarray of shape (n_stimuli, n_features_i)
         2 to 4 feature spaces (2**n - 1 banded ridges are fitted).
     Y : ndarray of shape (n_stimuli, n_targets)
+    prediction_sinks : callable, optional
+        ``prediction_sinks(subset)`` gives the ``prediction_sink`` of the banded ridge of each
+        subset (a tuple of space names), e.g. one bootstrap accumulator per subset.
     **options
         Keyword arguments of :func:`fit_banded_ridge` (alphas, n_folds, inner_folds, n_iter,
         solver, backend, shuffle, seed, groups); every subset uses the same folds.
@@ -399,11 +421,14 @@ def variance_partitioning(
     )
     r2_by_subset = {
         frozenset(subset): fit_banded_ridge(
-            {name: checked[name] for name in subset}, Y, **options
+            {name: checked[name] for name in subset},
+            Y,
+            prediction_sink=None if prediction_sinks is None else prediction_sinks(subset),
+            **options,
         ).r2
         for subset in subsets
     }
-    regions = _regions(r2_by_subset, names)
+    regions = venn_regions(r2_by_subset, names)
     return VariancePartition(
         space_names=names,
         subsets=subsets,
