@@ -142,21 +142,27 @@ def loop_bootstrap_rsa(layers, rois, indices) -> np.ndarray:
     return result
 
 
-def benchmark_rsa_bootstrap(layers, rois, n_resamples: int, baseline_resamples: int) -> None:
+def bootstrap_against_loop(label, ours, loop, layers, rois, n_resamples, baseline_resamples):
+    """Time ``ours(counts)`` on all resamples and ``loop(layers, rois, indices)`` on a few."""
     n = layers[0].shape[0]
-    counts = resample_counts(n, n_boot=n_resamples, seed=0)
-    start = time.perf_counter()
-    layer_rdms, roi_rdms = rdms(layers), rdms(rois)
-    ours = bootstrap_compare_rdms(layer_rdms, roi_rdms, counts, "spearman")
-    ours_time = time.perf_counter() - start
+    batched, ours_time = timed(ours, resample_counts(n, n_boot=n_resamples, seed=0))
     indices = resample_indices(n, n_boot=baseline_resamples, seed=0)
-    looped, loop_time = timed(loop_bootstrap_rsa, layers, rois, indices)
+    looped, loop_time = timed(loop, layers, rois, indices)
     loop_time *= n_resamples / baseline_resamples
     print(
-        f"RSA bootstrap {len(layers)}x{len(rois)} pairs, {n_resamples} resamples (Spearman): "
+        f"{label} bootstrap {len(layers)}x{len(rois)} pairs, {n_resamples} resamples: "
         f"ours {ours_time:.1f} s; plain loop {loop_time:.1f} s (timed on {baseline_resamples} "
         f"resamples, scaled): ratio {loop_time / ours_time:.1f}x; max |difference| "
-        f"{np.abs(ours[:baseline_resamples] - looped).max():.1e}"
+        f"{np.abs(batched[:baseline_resamples] - looped).max():.1e}"
+    )
+
+
+def benchmark_rsa_bootstrap(layers, rois, n_resamples: int, baseline_resamples: int) -> None:
+    def ours(counts):  # the RDMs are computed once, inside the timing
+        return bootstrap_compare_rdms(rdms(layers), rdms(rois), counts, "spearman")
+
+    bootstrap_against_loop(
+        "RSA (Spearman)", ours, loop_bootstrap_rsa, layers, rois, n_resamples, baseline_resamples
     )
 
 
@@ -204,17 +210,11 @@ def loop_bootstrap_cka(layers, rois, indices) -> np.ndarray:
 
 
 def benchmark_cka_bootstrap(layers, rois, n_resamples: int, baseline_resamples: int) -> None:
-    n = layers[0].shape[0]
-    counts = resample_counts(n, n_boot=n_resamples, seed=0)
-    ours, ours_time = timed(bootstrap_linear_cka, layers, rois, counts)
-    indices = resample_indices(n, n_boot=baseline_resamples, seed=0)
-    looped, loop_time = timed(loop_bootstrap_cka, layers, rois, indices)
-    loop_time *= n_resamples / baseline_resamples
-    print(
-        f"CKA bootstrap {len(layers)}x{len(rois)} pairs, {n_resamples} resamples (unbiased): "
-        f"ours {ours_time:.1f} s; plain loop {loop_time:.1f} s (timed on {baseline_resamples} "
-        f"resamples, scaled): ratio {loop_time / ours_time:.1f}x; max |difference| "
-        f"{np.abs(ours[:baseline_resamples] - looped).max():.1e}"
+    def ours(counts):
+        return bootstrap_linear_cka(layers, rois, counts)
+
+    bootstrap_against_loop(
+        "CKA (unbiased)", ours, loop_bootstrap_cka, layers, rois, n_resamples, baseline_resamples
     )
 
 
