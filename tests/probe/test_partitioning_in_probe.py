@@ -86,13 +86,17 @@ def run_core(target, features, config, share=(0, 1)):
     return fit_targets([target], [group], [features], config, share=share)
 
 
-@pytest.mark.slow
-def test_kinds_partition_recovers_the_planted_unique_and_shared_shares(planted):
+def kinds_run(planted, config):
+    """The probe run of the planted spaces as the activations and gradients of one layer."""
     target, spaces = planted
     features = {kind: {0: array.astype(np.float32)} for kind, array in spaces.items()}
-    config = config_for()
     fits = run_core(target, features, config)
-    run = summarise([target], fits, {0: 1.0}, config, model_name="planted", architecture="-")
+    return summarise([target], fits, {0: 1.0}, config, model_name="planted", architecture="-")
+
+
+@pytest.mark.slow
+def test_kinds_partition_recovers_the_planted_unique_and_shared_shares(planted):
+    run = kinds_run(planted, config_for())
     table = run.table
     rows = table[table["feature_kind"] == "activation+gradient"]
     value = rows.set_index(["metric", "space", "group"])["value"]
@@ -196,11 +200,7 @@ def test_unique_and_shared_variance_are_followed_in_the_chronology_and_tensorboa
     from brainalign.probe.chronology import curves, half_times
     from brainalign.probe.report import chronology_curves
 
-    target, spaces = planted
-    features = {kind: {0: array.astype(np.float32)} for kind, array in spaces.items()}
-    config = config_for()
-    fits = run_core(target, features, config)
-    run = summarise([target], fits, {0: 1.0}, config, model_name="planted", architecture="-")
+    run = kinds_run(planted, config_for())
     early = run.table.assign(value=run.table["value"] / 4, step=10, train_fraction=0.1)
     late = run.table.assign(step=100, train_fraction=1.0)
     table = pd.concat([early, late], ignore_index=True).assign(status="ok")
@@ -235,11 +235,7 @@ def test_unique_and_shared_variance_are_followed_in_the_chronology_and_tensorboa
 def test_partition_rows_get_intervals_and_their_curves_keep_their_resamples(planted):
     from brainalign.probe.config import BootstrapConfig
 
-    target, spaces = planted
-    features = {kind: {0: array.astype(np.float32)} for kind, array in spaces.items()}
-    config = replace(config_for(), bootstrap=BootstrapConfig(n_resamples=40))
-    fits = run_core(target, features, config)
-    run = summarise([target], fits, {0: 1.0}, config, model_name="planted", architecture="-")
+    run = kinds_run(planted, replace(config_for(), bootstrap=BootstrapConfig(n_resamples=40)))
     rows = run.table[run.table["feature_kind"] == "activation+gradient"]
     assert len(rows) == 18  # (2 single R2 + joint R2 + 3 regions) x (all, AB, A)
     assert rows[["ci_low", "ci_high"]].notna().all().all()

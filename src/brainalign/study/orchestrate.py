@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +49,7 @@ from brainalign.study.runs import (
 )
 from brainalign.study.table import build_table, write_table
 from brainalign.utils.atomic import atomic_path
+from brainalign.utils.processes import process_alive
 
 __all__ = ["STUDY_FILE", "check_fit_configs", "make_launcher", "prepare_runs", "run_study"]
 
@@ -142,26 +142,11 @@ def _alive(status: dict[str, Any], launcher: Any) -> bool:
         pid = status.get("pid")
         if pid is None:  # queued in a study process: alive only if that process is
             pid = int(job_id.split("-")[1]) if job_id.count("-") >= 2 else None
-        return pid is not None and _process_exists(int(pid))
+        return pid is not None and process_alive(int(pid))
     if not job_id:
         return False
     state = launcher.states([job_id]).get(job_id)
     return state in (PENDING, RUNNING)
-
-
-def _process_exists(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie, killed but not yet reaped, is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # Linux: the state letter follows the parenthesised command name
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _due(run_dir: Path, launcher: Any) -> bool:

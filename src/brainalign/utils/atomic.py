@@ -42,6 +42,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from brainalign.utils.processes import process_alive
+
 __all__ = [
     "atomic_directory",
     "atomic_path",
@@ -89,21 +91,8 @@ def _temporaries(folder: Path, base: str, suffix: str) -> list[_Temporary]:
     return found
 
 
-def _process_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine (True when that cannot be told)."""
-    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT on Windows
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def _is_stale(temporary: _Temporary) -> bool:
-    return temporary.host == _host() and not _process_alive(temporary.pid)
+    return temporary.host == _host() and not process_alive(temporary.pid)
 
 
 def _remove(path: Path) -> None:
@@ -370,14 +359,8 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
     temporary: Path | None = None
     try:
         with folder_lock(target.parent):
-            remove_stale_temporaries(target)
-            _refuse_concurrent(target)
-            try:
-                temporary = _create(target.parent, target.name, "", _new_folder)
-            except FileExistsError:
-                raise
-            except OSError as error:
-                raise _cannot_create(target, target.parent, error) from None
+            _refuse_concurrent(target)  # live writers only: stale temporaries do not count
+            temporary = temporary_folder(target)
         yield temporary
         if overwrite:
             _publish_replacing(temporary, target)

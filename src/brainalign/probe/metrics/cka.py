@@ -246,7 +246,7 @@ def _prepare(
     return sets_b, engine, lambda item: to_tensor(item, torch_device, torch_dtype)
 
 
-def _ratio(numerator: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> np.ndarray:
+def hsic_ratio(numerator: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> np.ndarray:
     """``numerator / sqrt(first * second)``, NaN where the product is not positive."""
     product = first * second
     safe = torch.where(product > 0, product, torch.ones_like(product))
@@ -301,7 +301,7 @@ def linear_cka(
         operand = engine.operand(to_device(item))
         cross = engine.with_stack(operand)  # (n_a,)
         own = engine.between(operand, operand)
-        result[:, index] = _ratio(cross, engine.self_terms, own)
+        result[:, index] = hsic_ratio(cross, engine.self_terms, own)
     return result
 
 
@@ -350,5 +350,5 @@ def cross_validated_cka(
         even = engine.operand(repeats[0::2].mean(dim=0))
         odd = engine.operand(repeats[1::2].mean(dim=0))
         cross = engine.with_stack(mean)  # (n_a,)
-        result[:, index] = _ratio(cross, engine.self_terms, engine.between(even, odd))
+        result[:, index] = hsic_ratio(cross, engine.self_terms, engine.between(even, odd))
     return result

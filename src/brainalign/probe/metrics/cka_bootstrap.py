@@ -46,6 +46,7 @@ from brainalign.probe.metrics._sets import (
     resolve_torch,
     to_tensor,
 )
+from brainalign.probe.metrics.cka import hsic_ratio
 
 __all__ = ["bootstrap_cross_validated_cka", "bootstrap_linear_cka"]
 
@@ -80,12 +81,6 @@ class _WeightedHSIC:
             scaled = trace + k_total * l_total / ((n - 1) * (n - 2)) - 2.0 * paths / (n - 2)
             return scaled / (n * (n - 3))
         return (trace - 2.0 * paths / n + k_total * l_total / n**2) / (n - 1) ** 2
-
-
-def _ratio(numerator: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    product = first * second
-    safe = torch.where(product > 0, product, torch.ones_like(product))
-    return torch.where(product > 0, numerator / torch.sqrt(safe), torch.nan)
 
 
 def _check_counts(counts: np.ndarray, n_stimuli: int) -> np.ndarray:
@@ -132,7 +127,7 @@ def _bootstrap(
         other, own = brain_side(hsic, to_tensor(item, torch_device, torch_dtype))
         for i in range(len(sets_a)):
             gram = grams[i] if grams is not None else model_gram(i)
-            boot[:, i, j] = _ratio(hsic.between(gram, other), selves[i], own).cpu().numpy()
+            boot[:, i, j] = hsic_ratio(hsic.between(gram, other), selves[i], own)
     return boot
 
 
